@@ -1,0 +1,166 @@
+"""The sampling loop: DDPM ancestral or DDIM steps, running the model at k(t_i) at each step.
+
+No I/O and no graph capture here. Randomness: samples are numbered globally and cut into
+batches of ``batch_size``; batch b draws x_T and then each step's noise from a CPU generator
+seeded by (seed, b), always at the full ``(batch_size, C, H, W)`` shape, so the same seed and
+batch size give the same images whatever the device, device count or execution path.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .diffusion import DiffusionConfig, ddim_step, ddpm_step
+from .model import AdaptiveUNet
+from .schedule import SkipSchedule
+
+SamplerName = Literal["ddpm", "ddim"]
+TimeSequence = Literal["uniform", "quad"]
+
+
+def time_sequence(kind: TimeSequence, steps: int, num_timesteps: int) -> list[int]:
+    """Timesteps visited, ascending (the DDIM code's ``seq``); the sampler walks it backwards.
+
+    ``uniform``: ``arange(steps) * (T // steps)``; ``quad``: ``int(linspace(0, sqrt(0.8 T), steps)**2)``.
+    """
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must lie in [1, {num_timesteps}], got {steps}")
+    if kind == "uniform":
+        return [i * (num_timesteps // steps) for i in range(steps)]
+    if kind == "quad":
+        return [int(s) for s in np.linspace(0, np.sqrt(num_timesteps * 0.8), steps) ** 2]
+    raise ValueError(f"time sequence must be 'uniform' or 'quad', got {kind!r}")
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed derived from integers (e.g. (seed, batch)); stable across platforms."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """What to run: sampler kind, number of steps, η and the time sequence."""
+
+    sampler: SamplerName = "ddim"
+    steps: int = 100
+    eta: float = 0.0
+    time_seq: TimeSequence = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+
+    @property
+    def stochastic(self) -> bool:
+        return self.sampler == "ddpm" or self.eta > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingPlan:
+    """A time sequence (noisiest step first) with the k of every step."""
+
+    timesteps: list[int]
+    previous: list[int]
+    skip_levels: list[int]
+
+    @classmethod
+    def build(cls, config: SamplerConfig, schedule: SkipSchedule, num_timesteps: int) -> "SamplingPlan":
+        ascending = time_sequence(config.time_seq, config.steps, num_timesteps)
+        timesteps = list(reversed(ascending))
+        previous = list(reversed([-1] + ascending[:-1]))
+        return cls(timesteps, previous, schedule.levels(timesteps, num_timesteps))
+
+
+class DeviceSchedule:
+    """ᾱ for every step of a plan, resident on the sampling device (float32)."""
+
+    def __init__(self, plan: SamplingPlan, diffusion: DiffusionConfig, device: torch.device) -> None:
+        abar = np.concatenate([[1.0], diffusion.alphas_cumprod()])  # index t + 1; ᾱ(-1) = 1
+        self.abar_t = torch.tensor(abar[np.array(plan.timesteps) + 1], dtype=torch.float32, device=device)
+        self.abar_prev = torch.tensor(abar[np.array(plan.previous) + 1], dtype=torch.float32, device=device)
+        self.timesteps = torch.tensor(plan.timesteps, dtype=torch.long, device=device)
+
+
+def sample_batch(
+    model: AdaptiveUNet,
+    diffusion: DiffusionConfig,
+    plan: SamplingPlan,
+    config: SamplerConfig,
+    generator: torch.Generator,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """One batch of samples in [-1, 1]-ish range: (batch_size, C, R, R) float32 on ``device``."""
+    c = model.config
+    shape = (batch_size, c.in_channels, c.resolution, c.resolution)
+    coefficients = DeviceSchedule(plan, diffusion, device)
+    x = torch.randn(shape, generator=generator).to(device)
+    for i, skip_levels in enumerate(plan.skip_levels):
+        t = coefficients.timesteps[i].expand(batch_size)
+        eps = model(x.to(dtype), t, skip_levels=skip_levels).float()
+        noise = torch.randn(shape, generator=generator).to(device) if config.stochastic else None
+        if config.sampler == "ddim":
+            x = ddim_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], config.eta, noise)
+        else:
+            x = ddpm_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], noise,
+                          coefficients.timesteps[i] == 0)
+        if on_step is not None:
+            on_step()
+    return x
+
+
+@torch.no_grad()
+def sample_images(
+    model: AdaptiveUNet,
+    num_samples: int,
+    *,
+    sampler: SamplerName = "ddim",
+    steps: int = 100,
+    eta: float = 0.0,
+    time_seq: TimeSequence = "uniform",
+    schedule: SkipSchedule | None = None,
+    diffusion: DiffusionConfig | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    batches: list[int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Draw ``num_samples`` images with the model; returns (num_samples, C, R, R) in [-1, 1].
+
+    ``schedule`` defaults to the checkpoint's c (``model.metadata``) or the full network;
+    ``diffusion`` to the checkpoint's or the DDPM defaults. ``batches`` restricts the work to
+    those batch indices (their rows are returned in order), for sharding.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError("num_samples and batch_size must be positive")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    diffusion = diffusion or DiffusionConfig.from_dict(model.metadata.get("diffusion", {}))
+    if schedule is None:
+        schedule = SkipSchedule(model.num_levels, c=float(model.metadata.get("schedule", {}).get("c", 0.0)))
+    config = SamplerConfig(sampler, steps, eta, time_seq)
+    plan = SamplingPlan.build(config, schedule, diffusion.num_timesteps)
+    if next(model.parameters()).dtype != dtype:
+        model = copy.deepcopy(model).to(dtype=dtype)  # leave the caller's model as it was
+    model = model.to(device).eval()
+    num_batches = -(-num_samples // batch_size)
+    batches = list(range(num_batches)) if batches is None else batches
+    outputs = []
+    with tqdm(total=len(batches) * len(plan.timesteps), desc="sampling", unit="step",
+              disable=not progress) as bar:
+        for b in batches:
+            generator = torch.Generator().manual_seed(seed_for(seed, b))
+            x = sample_batch(model, diffusion, plan, config, generator, batch_size, device, dtype,
+                             on_step=lambda: bar.update(1))
+            outputs.append(x[: min(batch_size, num_samples - b * batch_size)])
+    return torch.cat(outputs).clamp(-1.0, 1.0)
