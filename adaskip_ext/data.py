@@ -69,10 +69,15 @@ def folder_images(path: Path, resolution: int, channels: int) -> torch.Tensor:
             with Image.open(file) as image:
                 image = image.convert(mode).resize((resolution, resolution), Image.Resampling.BICUBIC)
                 array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-        except (UnidentifiedImageError, OSError) as error:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise UserFacingError(f"{file}: not a readable image ({error})") from None
-        images.append(torch.from_numpy(array.reshape(resolution, resolution, channels)).permute(2, 0, 1))
-    return torch.stack(images)
+        images.append(torch.from_numpy(array.reshape(resolution, resolution, -1)).permute(2, 0, 1))
+    return _convert_channels(torch.stack(images), channels, str(path))
+
+
+def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
+    """``np.dtype`` taking the integer flags of old pickles (NumPy 2.4 deprecates them)."""
+    return np.dtype(spec, align=bool(align), copy=bool(copy))
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -90,7 +95,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
         if name == "_reconstruct":  # numpy 1 and 2 name its module differently; take it from an array
             return np.ndarray.__reduce__(np.zeros(0))[0]
-        return getattr(np, name)
+        return _dtype if name == "dtype" else np.ndarray
 
 
 def read_cifar_batch(file: Path) -> np.ndarray:
@@ -101,7 +106,8 @@ def read_cifar_batch(file: Path) -> np.ndarray:
         data = content[b"data"]
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise ValueError("'data' is not an (N, 3072) uint8 array")
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as error:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+            MemoryError) as error:  # MemoryError: a damaged length field
         raise UserFacingError(f"{file}: not a CIFAR-10 python batch ({error})") from None
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 

@@ -64,7 +64,7 @@ class UNetConfig:
             raise ValueError(
                 f"resolution {self.resolution} is not divisible by 2**{len(self.ch_mult) - 1}"
             )
-        for channels in [self.ch * m for m in self.ch_mult]:
+        for channels in [self.ch, *(self.ch * m for m in self.ch_mult)]:
             if channels % self.num_groups:
                 raise ValueError(f"{channels} channels are not divisible by {self.num_groups} groups")
 
@@ -190,8 +190,8 @@ class AdaptiveUNet(nn.Module):
             up_levels.insert(0, level)
         self.up = nn.ModuleList(up_levels)
 
-        self.norm_out = normalize(c.ch, c.num_groups)
-        self.conv_out = nn.Conv2d(c.ch, c.out_channels, 3, padding=1)
+        self.norm_out = normalize(level_channels[0], c.num_groups)
+        self.conv_out = nn.Conv2d(level_channels[0], c.out_channels, 3, padding=1)
 
         if skip_type == "interpolate":
             self.bridges = nn.ModuleDict({

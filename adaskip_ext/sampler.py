@@ -155,6 +155,9 @@ def sample_images(
     model = model.to(device).eval()
     num_batches = -(-num_samples // batch_size)
     batches = list(range(num_batches)) if batches is None else batches
+    if any(not 0 <= b < num_batches for b in batches):
+        raise ValueError(f"batch indices must lie in [0, {num_batches - 1}] for {num_samples} samples "
+                         f"in batches of {batch_size}, got {batches}")
     outputs = []
     with tqdm(total=len(batches) * len(plan.timesteps), desc="sampling", unit="step",
               disable=not progress) as bar:

@@ -91,7 +91,8 @@ class Trainer:
         config = self.model.config
         self.dataset = load_dataset(args.data, config.resolution, config.in_channels)
         self.images = self.dataset.images.to(device)
-        self.diffusion = DiffusionConfig()
+        self.diffusion = (DiffusionConfig.from_dict(self.model.metadata["diffusion"]) if args.init
+                          else DiffusionConfig())
         self.alphas_cumprod = torch.tensor(self.diffusion.alphas_cumprod(), device=device)
         self.drawer = BatchDrawer(args.scheme, config.num_levels, args.c, self.diffusion.num_timesteps,
                                   len(self.images), args.batch_size,
@@ -100,6 +101,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.ema = EMA(self.model, args.ema_decay) if args.ema_decay > 0 else None
         self.step_count = 0
+        self.pending_losses: list[float] = []  # losses since the last log line
 
     def learning_rate(self, step: int) -> float:
         return self.args.lr * min(1.0, (step + 1) / self.args.warmup) if self.args.warmup else self.args.lr
@@ -130,7 +132,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step_count += 1
-        return loss.item(), batch.skip_levels
+        self.pending_losses.append(loss.item())
+        return self.pending_losses[-1], batch.skip_levels
 
     def metadata(self) -> dict[str, Any]:
         return build_metadata(self.model, self.diffusion, self.args.c, self.args.scheme, self.ema is not None)
@@ -143,6 +146,7 @@ class Trainer:
             "ema": self.ema.shadow if self.ema is not None else {},
             "optimizer": self.optimizer.state_dict(),
             "rng": torch.get_rng_state(),
+            "pending_losses": torch.tensor(self.pending_losses, dtype=torch.float64),
             "args": json.dumps({name: getattr(self.args, name) for name in TRAJECTORY_FLAGS}),
             "metadata": json.dumps(self.metadata()),
         }
@@ -171,6 +175,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"].cpu())
         self.step_count = int(state["step"])
+        self.pending_losses = state.get("pending_losses", torch.zeros(0)).tolist()
 
 
 def trim_log(log: Path, step: int) -> None:
@@ -201,17 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"training {args.preset if not args.init else args.init} ({parameters:,} parameters), "
           f"scheme {args.scheme}, skip type {args.skip_type}, c = {args.c:g}, on {device}, "
           f"from step {trainer.step_count} to {args.steps}")
-    losses: list[float] = []
     started = time.perf_counter()
     with open(log_file, "a") as log, tqdm(total=args.steps, initial=trainer.step_count,
                                           desc="training", unit="step") as bar:
         while trainer.step_count < args.steps:
             loss, _ = trainer.step()
-            losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             step = trainer.step_count
             if step % args.log_every == 0 or step == args.steps:
+                losses = trainer.pending_losses
                 record = {"step": step, "loss": sum(losses) / len(losses),
                           "lr": trainer.learning_rate(step - 1),
                           "elapsed_s": round(time.perf_counter() - started, 2)}

@@ -31,7 +31,10 @@ class TrainingBatch:
     flips: torch.Tensor
 
     def shard(self, rank: int, world_size: int) -> "TrainingBatch":
-        """This process's contiguous slice of the global batch."""
+        """This process's contiguous slice of the global batch (its size must divide evenly)."""
+        if self.indices.shape[0] % world_size or not 0 <= rank < world_size:
+            raise ValueError(f"cannot take shard {rank} of {world_size} from a batch of "
+                             f"{self.indices.shape[0]}")
         size = self.indices.shape[0] // world_size
         part = slice(rank * size, (rank + 1) * size)
         return TrainingBatch(self.skip_levels, self.indices[part], self.timesteps[part],

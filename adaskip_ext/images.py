@@ -1,0 +1,66 @@
+"""Turning samples into files: uint8 arrays, a grid PNG, one PNG per sample, the ``.npz``."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .io_utils import atomic_path
+
+
+def to_uint8(samples: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8 with ``round((x + 1) * 127.5)``, clipped."""
+    values = torch.round((samples.float().cpu() + 1.0) * 127.5).clamp(0, 255)
+    return values.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    """(H, W, C) uint8 -> PIL image (greyscale for one channel)."""
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
+    """(N, H, W, C) -> one (rows·(H+p)+p, cols·(W+p)+p, C) image, ⌈√N⌉ columns, black padding."""
+    n, height, width, channels = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * (height + padding) + padding, cols * (width + padding) + padding, channels),
+                      dtype=np.uint8)
+    for i, image in enumerate(images):
+        top = padding + (i // cols) * (height + padding)
+        left = padding + (i % cols) * (width + padding)
+        canvas[top:top + height, left:left + width] = image
+    return canvas
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    """(H, W, C) uint8 to a PNG, atomically."""
+    with atomic_path(path) as tmp:
+        _pil(image).save(tmp, format="PNG")
+
+
+def save_npz(images: np.ndarray, path: Path) -> None:
+    """(N, H, W, C) uint8 under key ``arr_0``, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, arr_0=images)
+
+
+def save_image_folder(images: np.ndarray, folder: Path) -> None:
+    """(N, H, W, C) uint8 -> one PNG per sample, written to a temporary folder that replaces ``folder`` at the end."""
+    staging = Path(tempfile.mkdtemp(prefix=".images.", dir=folder.parent))
+    for i, image in enumerate(images):
+        _pil(image).save(staging / f"{i:06d}.png")
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.old")
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, folder)

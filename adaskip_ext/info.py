@@ -1,0 +1,103 @@
+"""``python -m adaskip_ext.info PATH``: a readable summary of a checkpoint in any format we read."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from . import cli
+from .checkpoints import checkpoint_format, load_model
+from .diffusion import DiffusionConfig
+from .io_utils import UserFacingError
+from .model import AdaptiveUNet
+from .sampler import time_sequence
+from .schedule import SkipSchedule
+
+FORMAT_NAMES = {
+    "adaskip": "adaskip .safetensors",
+    "diffusers": "diffusers UNet2DModel folder",
+    "torch": "torch pickle (DDIM .ckpt), read with weights_only=True",
+}
+
+
+def _yes_no(value: object) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def describe_model(model: AdaptiveUNet) -> str:
+    """One line: levels, channels, blocks, attention, image size."""
+    c = model.config
+    attention = ", ".join(f"{r}×{r}" for r in c.attn_resolutions) or "none"
+    blocks = "block" if c.num_res_blocks == 1 else "blocks"
+    return (f"{c.num_levels} levels, ch {c.ch} × {c.ch_mult}, {c.num_res_blocks} res {blocks} per "
+            f"level, attention at {attention}, {c.resolution}×{c.resolution} images, "
+            f"{c.in_channels} → {c.out_channels} channels, GroupNorm {c.num_groups} groups, "
+            f"dropout {c.dropout:g}")
+
+
+def summary(path: Path, model: AdaptiveUNet, steps: int, time_seq: str) -> list[tuple[str, str]]:
+    """(label, value) rows describing the loaded checkpoint at ``path``."""
+    metadata = model.metadata
+    diffusion = DiffusionConfig.from_dict(metadata.get("diffusion", DiffusionConfig().to_dict()))
+    schedule_meta = metadata.get("schedule", {})
+    c = float(schedule_meta.get("c", 0.0))
+    kind = checkpoint_format(path)
+    format_name = FORMAT_NAMES[kind]
+    if kind == "adaskip":
+        format_name += f" (format version {metadata['format_version']})"
+    rows = [("file", str(path)), ("format", format_name)]
+    if kind == "adaskip" and "converted_from" in metadata:
+        rows.append(("converted from", str(metadata["converted_from"])))
+    if kind == "torch":
+        rows.append(("contents", str(metadata["converted_from"])))
+
+    total = sum(p.numel() for p in model.parameters())
+    bridges = sum(p.numel() for n, p in model.named_parameters() if n.startswith("bridges."))
+    parameters = f"{total:,}" + (f" (of which bridges {bridges:,})" if bridges else "")
+    try:
+        timesteps = time_sequence(time_seq, steps, diffusion.num_timesteps)
+    except ValueError as error:
+        raise UserFacingError(f"--steps: {error}") from None
+    shares = SkipSchedule(model.num_levels, c).shares(timesteps, diffusion.num_timesteps)
+    rows += [
+        ("model", describe_model(model)),
+        ("parameters", parameters),
+        ("skip type", model.skip_type),
+        ("diffusion", f"T = {diffusion.num_timesteps}, {diffusion.beta_schedule} betas "
+                      f"{diffusion.beta_start:g} … {diffusion.beta_end:g}, variance {diffusion.variance_type}"),
+        ("schedule", f"c = {c:g}, t = {schedule_meta.get('normalisation', 'unknown')}"),
+        (f"k shares (DDIM-{steps} {time_seq})",
+         ", ".join(f"k={k} {share:.0%}" for k, share in shares.items())),
+        ("training scheme", str(metadata.get("training_scheme", "unknown"))),
+        ("EMA weights", _yes_no(metadata.get("ema"))),
+    ]
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adaskip_ext.info",
+                                     description="Summarise a U-Net checkpoint.")
+    parser.add_argument("path", metavar="PATH",
+                        help="adaskip .safetensors, diffusers UNet2DModel folder or DDIM .ckpt")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="image size of a DDIM .ckpt, which does not record it (default: 32)")
+    parser.add_argument("--steps", type=int, default=100,
+                        help="sampling steps for the k shares (default: 100)")
+    parser.add_argument("--time-seq", choices=("uniform", "quad"), default="uniform",
+                        help="time sequence for the k shares (default: uniform)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = Path(args.path)
+    model = load_model(path, resolution=args.resolution)
+    rows = summary(path, model, args.steps, args.time_seq)
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

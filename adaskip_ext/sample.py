@@ -1,0 +1,169 @@
+"""``python -m adaskip_ext.sample``: draw images with an adaptive U-Net and report the time saved.
+
+With no arguments: the embedded digits model, 64 samples, DDIM with 100 uniform steps, the
+checkpoint's skip type and c; writes ``./samples/samples.png`` (a grid) and
+``./samples/samples.npz`` (uint8 NHWC under ``arr_0``).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import cli
+from .checkpoints import load_model
+from .embedded import default_checkpoint
+from .images import grid, save_image_folder, save_npz, save_png, to_uint8
+from .io_utils import UserFacingError
+from .model import SKIP_TYPES, AdaptiveUNet
+from .sampler import SamplingPlan, SamplerConfig, sample_images
+from .schedule import SkipSchedule
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m adaskip_ext.sample",
+        description="Sample images, skipping the U-Net's deepest k levels at high-noise steps "
+                    "(k(t) = min(N-1, floor(N - N (1-t)^c)), t = (timestep+1)/T).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", default=None,
+                        help="adaskip .safetensors, diffusers UNet2DModel folder or DDIM .ckpt "
+                             "(default: the embedded digits model)")
+    parser.add_argument("--skip-type", choices=SKIP_TYPES, default=None,
+                        help="override the checkpoint's skip type")
+    parser.add_argument("--fresh-bridges", action="store_true",
+                        help="with --skip-type interpolate on a checkpoint without bridges: zero-initialised ones")
+    parser.add_argument("--c", type=float, default=None,
+                        help="schedule exponent (0 = full network; default: the checkpoint's)")
+    parser.add_argument("--skip-list", default=None,
+                        help="explicit k per step, noisiest first, e.g. 2,2,1,0 (overrides --c)")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+    parser.add_argument("--steps", type=int, default=100, help="sampling steps")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
+    parser.add_argument("--time-seq", choices=("uniform", "quad"), default="uniform",
+                        help="which timesteps the sampler visits")
+    parser.add_argument("--num-samples", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (auto: CUDA if present)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
+    parser.add_argument("--out", default="samples", help="output directory")
+    parser.add_argument("--save-images", action="store_true", help="also write OUT/images/NNNNNN.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT")
+    parser.add_argument("--compare-full", action="store_true",
+                        help="also time the same run at k = 0 and report the time saved")
+    return parser
+
+
+def output_paths(out: Path, save_images: bool) -> list[Path]:
+    paths = [out / "samples.png", out / "samples.npz"]
+    return paths + [out / "images"] if save_images else paths
+
+
+def check_outputs(out: Path, save_images: bool, overwrite: bool) -> None:
+    """Refuse to replace earlier results silently; fail early on an unwritable location."""
+    existing = [p for p in output_paths(out, save_images) if p.exists()]
+    if existing and not overwrite:
+        raise UserFacingError(f"{existing[0]} already exists; pass --overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise UserFacingError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+
+
+def build_schedule(args: argparse.Namespace, model: AdaptiveUNet) -> SkipSchedule:
+    try:
+        if args.skip_list is not None:
+            schedule = SkipSchedule.parse_list(args.skip_list, model.num_levels)
+            if len(schedule.skip_list) != args.steps:
+                raise ValueError(f"{len(schedule.skip_list)} values given for --steps {args.steps}")
+            return schedule
+        c = args.c if args.c is not None else float(model.metadata.get("schedule", {}).get("c", 0.0))
+        return SkipSchedule(model.num_levels, c=c)
+    except ValueError as error:
+        flag = "--skip-list" if args.skip_list is not None else "--c"
+        raise UserFacingError(f"{flag}: {error}") from None
+
+
+@torch.no_grad()
+def warm_up(model: AdaptiveUNet, batch_size: int, skip_levels: set[int]) -> None:
+    """Run each k once so one-time costs (allocation, algorithm choice) stay out of the timings."""
+    c = model.config
+    parameter = next(model.parameters())
+    x = torch.zeros(batch_size, c.in_channels, c.resolution, c.resolution,
+                    device=parameter.device, dtype=parameter.dtype)
+    t = torch.zeros(batch_size, dtype=torch.long, device=parameter.device)
+    for k in sorted(skip_levels):
+        model(x, t, skip_levels=k)
+
+
+def timed_sampling(model: AdaptiveUNet, args: argparse.Namespace, schedule: SkipSchedule,
+                   device: torch.device) -> tuple[torch.Tensor, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    samples = sample_images(model, args.num_samples, sampler=args.sampler, steps=args.steps,
+                            eta=args.eta, time_seq=args.time_seq, schedule=schedule,
+                            batch_size=args.batch_size, seed=args.seed, device=device,
+                            dtype=DTYPES[args.dtype])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return samples, time.perf_counter() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for flag, value in {"--steps": args.steps, "--num-samples": args.num_samples,
+                        "--batch-size": args.batch_size}.items():
+        if value < 1:
+            raise UserFacingError(f"{flag} must be positive, got {value}")
+    if not 0.0 <= args.eta <= 1.0:
+        raise UserFacingError(f"--eta must lie in [0, 1], got {args.eta}")
+    device = cli.resolve_device(args.device)
+    out = Path(args.out)
+    check_outputs(out, args.save_images, args.overwrite)
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    model = load_model(checkpoint, skip_type=args.skip_type, fresh_bridges=args.fresh_bridges)
+    schedule = build_schedule(args, model)
+    try:
+        config = SamplerConfig(args.sampler, args.steps, args.eta, args.time_seq)
+        plan = SamplingPlan.build(config, schedule, model.metadata["diffusion"]["num_timesteps"])
+    except ValueError as error:
+        raise UserFacingError(f"--steps: {error}") from None
+    model = model.to(device=device, dtype=DTYPES[args.dtype]).eval()
+    warm_up(model, min(args.batch_size, args.num_samples), set(plan.skip_levels) | {0})
+    print(f"{checkpoint}: skip type {model.skip_type}, {model.num_levels} levels, "
+          f"schedule {schedule.describe()}, {args.sampler} {args.steps} {args.time_seq} steps, "
+          f"{args.num_samples} samples on {device} ({args.dtype})")
+
+    samples, seconds = timed_sampling(model, args, schedule, device)
+    images = to_uint8(samples)
+    save_npz(images, out / "samples.npz")
+    save_png(grid(images), out / "samples.png")
+    if args.save_images:
+        save_image_folder(images, out / "images")
+
+    counts = {k: plan.skip_levels.count(k) for k in range(model.num_levels)}
+    print("  k  steps  share")
+    for k, count in counts.items():
+        print(f"  {k}  {count:5d}  {count / len(plan.skip_levels):5.1%}")
+    print(f"wall time: {seconds:.2f} s ({args.num_samples / seconds:.1f} samples/s)")
+    if args.compare_full:
+        _, full_seconds = timed_sampling(model, args, SkipSchedule(model.num_levels, c=0.0), device)
+        print(f"same run at k = 0: {full_seconds:.2f} s; time saved: {1 - seconds / full_seconds:.1%}")
+    print(f"wrote {', '.join(str(p) for p in output_paths(out, args.save_images))}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

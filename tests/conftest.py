@@ -1,0 +1,60 @@
+"""Shared fixtures: small seeded models and helpers to perturb parameters. Nothing here needs a GPU."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from adaskip_ext.model import AdaptiveUNet, UNetConfig
+
+# These models are tiny: extra intra-op threads only add synchronisation, and on a loaded machine
+# (e.g. a training job on the other core) spinning threads slow each op down a hundredfold.
+torch.set_num_threads(1)
+
+
+def build_model(config: UNetConfig, skip_type: str = "zero", seed: int = 0) -> AdaptiveUNet:
+    """A model with seeded default initialisation, in eval mode (dropout off)."""
+    torch.manual_seed(seed)
+    return AdaptiveUNet(config, skip_type).eval()
+
+
+@torch.no_grad()
+def perturb_(module: nn.Module, scale: float = 0.1, seed: int = 1) -> None:
+    """Add seeded Gaussian noise to every parameter of ``module`` in place.
+
+    Used to move GroupNorm affines off their (1, 0) defaults, to make zero-initialised bridges
+    non-zero, and to check which parameters an output depends on.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in module.parameters():
+        parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+
+
+@pytest.fixture
+def tiny_config() -> UNetConfig:
+    return UNetConfig.tiny()
+
+
+@pytest.fixture
+def make_model() -> Callable[..., AdaptiveUNet]:
+    """``make_model(config, skip_type="zero", seed=0)`` -> a seeded eval-mode model."""
+    return build_model
+
+
+@pytest.fixture
+def tiny_model(tiny_config: UNetConfig) -> AdaptiveUNet:
+    """The tiny preset (3 levels, 8×8 RGB, attention at 4×4), skip type zero, norms perturbed."""
+    model = build_model(tiny_config, "zero")
+    perturb_(model, scale=0.05, seed=3)
+    return model
+
+
+def random_inputs(config: UNetConfig, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (batch, C, R, R) standard normal; t: (batch,) integer timesteps spread over [0, 1000)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, config.in_channels, config.resolution, config.resolution, generator=generator)
+    t = torch.randint(0, 1000, (batch,), generator=generator)
+    t[0] = 999  # always include the noisiest timestep (largest sinusoid angles)
+    return x, t

@@ -1,0 +1,125 @@
+"""End-to-end tests of ``python -m adaskip_ext.sample`` on a tiny model and on the embedded default."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adaskip_ext import AdaptiveUNet, UNetConfig, save_model
+
+
+def run_sample(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "adaskip_ext.sample", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = AdaptiveUNet(UNetConfig.tiny(), "zero")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_model(model, path, {"schedule": {"c": 2.0, "normalisation": "(timestep + 1) / T"}})
+    return path
+
+
+def test_writes_grid_npz_and_images(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    result = run_sample("--checkpoint", str(tiny_checkpoint), "--steps", "6", "--num-samples", "5",
+                        "--batch-size", "3", "--save-images", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    images = np.load(tmp_path / "out" / "samples.npz")["arr_0"]
+    assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 3)
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    first = np.asarray(Image.open(tmp_path / "out" / "images" / "000000.png"))
+    np.testing.assert_array_equal(first, images[0])
+    grid = Image.open(tmp_path / "out" / "samples.png")
+    assert grid.size == (3 * 10 + 2, 2 * 10 + 2)  # ⌈√5⌉ = 3 columns, 2 rows, 2-px padding
+    # the table: c = 2 over 6 uniform steps of T = 1000 on a 3-level net
+    assert "time" in result.stdout and "  2 " in result.stdout
+
+
+def test_same_seed_same_images_and_batch_size_independent_of_device_path(
+        tiny_checkpoint: Path, tmp_path: Path) -> None:
+    common = ("--checkpoint", str(tiny_checkpoint), "--steps", "4", "--num-samples", "4",
+              "--sampler", "ddpm", "--batch-size", "4")
+    assert run_sample(*common, "--out", "a", cwd=tmp_path).returncode == 0
+    assert run_sample(*common, "--out", "b", cwd=tmp_path).returncode == 0
+    a = np.load(tmp_path / "a" / "samples.npz")["arr_0"]
+    b = np.load(tmp_path / "b" / "samples.npz")["arr_0"]
+    np.testing.assert_array_equal(a, b)
+    assert run_sample(*common, "--seed", "1", "--out", "c", cwd=tmp_path).returncode == 0
+    assert not np.array_equal(a, np.load(tmp_path / "c" / "samples.npz")["arr_0"])
+
+
+def test_refuses_to_overwrite(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    args = ("--checkpoint", str(tiny_checkpoint), "--steps", "2", "--num-samples", "2", "--out", "o")
+    assert run_sample(*args, cwd=tmp_path).returncode == 0
+    before = (tmp_path / "o" / "samples.npz").read_bytes()
+    refused = run_sample(*args, "--seed", "3", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
+    assert (tmp_path / "o" / "samples.npz").read_bytes() == before
+    assert run_sample(*args, "--seed", "3", "--overwrite", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "o" / "samples.npz").read_bytes() != before
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (("--skip-list", "2,1"), "--skip-list"),           # 2 values for 3 steps
+    (("--skip-list", "0,5,0"), "--skip-list"),         # k out of range
+    (("--c", "-1"), "--c"),
+    (("--eta", "2"), "--eta"),
+    (("--steps", "0"), "--steps"),
+    (("--checkpoint", "missing.safetensors"), "missing.safetensors"),
+    (("--skip-type", "interpolate"), "bridge"),
+])
+def test_bad_input_gives_one_line_error(tiny_checkpoint: Path, tmp_path: Path,
+                                        flags: tuple[str, ...], fragment: str) -> None:
+    args = ["--checkpoint", str(tiny_checkpoint), "--steps", "3", "--num-samples", "1", *flags]
+    result = run_sample(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0]
+    assert not (tmp_path / "samples").exists() or not any((tmp_path / "samples").iterdir())
+
+
+def test_skip_list_and_compare_full(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    result = run_sample("--checkpoint", str(tiny_checkpoint), "--steps", "3", "--num-samples", "2",
+                        "--skip-list", "2,2,0", "--compare-full", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
+            if line.strip()[:1].isdigit() and len(line.split()) == 3}
+    assert rows == {"0": 1, "1": 0, "2": 2}
+    assert "time saved" in result.stdout
+
+
+def digits_classifier():
+    """An SVM on the real digits at 16×16 in [-1, 1]; returns (classifier, held-out accuracy)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.svm import SVC
+
+    from adaskip_ext.data import digits_images
+
+    features = digits_images(16).flatten(1).numpy()
+    labels = load_digits().target
+    train_x, test_x, train_y, test_y = train_test_split(features, labels, test_size=0.25, random_state=0)
+    classifier = SVC(probability=False).fit(train_x, train_y)
+    accuracy = classifier.score(test_x, test_y)
+    return classifier.fit(features, labels), accuracy
+
+
+@pytest.mark.slow
+def test_default_run_draws_all_ten_digits(tmp_path: Path) -> None:
+    result = run_sample(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    images = np.load(tmp_path / "samples" / "samples.npz")["arr_0"]
+    assert images.shape == (64, 16, 16, 1)
+    assert (tmp_path / "samples" / "samples.png").exists()
+    classifier, accuracy = digits_classifier()
+    assert accuracy > 0.95
+    predicted = classifier.predict(images.reshape(64, -1).astype(np.float32) / 127.5 - 1.0)
+    assert set(predicted.tolist()) == set(range(10))
