@@ -1,35 +1,26 @@
-"""Checkpoints: our own ``.safetensors`` format, and readers/writers for the formats around it.
+"""Checkpoints in our own ``.safetensors`` format, and ``load_model`` for every format we read.
 
-* adaskip: one ``.safetensors`` file whose metadata key ``adaskip`` holds JSON with a format
-  version, the model config, skip type, diffusion config, the skip schedule (c and the
-  normalisation of t), the training scheme and whether the weights are EMA.
-* diffusers: a ``UNet2DModel`` folder (``config.json`` + ``diffusion_pytorch_model.safetensors``,
-  optionally ``scheduler_config.json`` beside it), the ``google/ddpm-cifar10-32`` layout; read and
-  written. Up blocks run deepest first there: our ``up.{i}`` is diffusers' ``up_blocks.{N-1-i}``.
-* DDIM / pytorch_diffusion ``.ckpt``: a plain state dict in our parameter names, or the DDIM
-  training list ``[model_state, optimizer_state, epoch, step, ema_shadow]``; read only. The
-  model config is inferred from the tensor shapes.
-
-Pickle-based files are read only with ``torch.load(weights_only=True)``: loading never runs
-code from a file. Every problem with an input file is a one-line ``UserFacingError`` naming it.
+One ``.safetensors`` file whose metadata key ``adaskip`` holds JSON with a format version, the
+model config, skip type, diffusion config, the skip schedule (c and the normalisation of t), the
+training scheme and whether the weights are EMA. diffusers folders (``diffusers_format``) and DDIM
+``.ckpt`` files (``ddim_format``) are read there and turned into models here. Every problem with
+an input file is a one-line ``UserFacingError`` naming it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pickle
-import re
-import shutil
-import tempfile
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .checkpoint_io import brief, check_resolution
+from .ddim_format import read_ddim
+from .diffusers_format import (DIFFUSERS_CONFIG, DIFFUSERS_PICKLED_WEIGHTS, DIFFUSERS_WEIGHTS,
+                               read_diffusers)
 from .diffusion import DiffusionConfig
 from .io_utils import UserFacingError, atomic_path
 from .model import SKIP_TYPES, AdaptiveUNet, UNetConfig
@@ -37,13 +28,6 @@ from .model import SKIP_TYPES, AdaptiveUNet, UNetConfig
 FORMAT_VERSION = 1
 METADATA_KEY = "adaskip"
 T_NORMALISATION = "(timestep + 1) / T"
-DEFAULT_RESOLUTION = 32      # assumed where a checkpoint does not record it
-DDIM_NUM_GROUPS = 32         # GroupNorm groups of every DDIM / pytorch_diffusion model
-DIFFUSERS_CONFIG = "config.json"
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-DIFFUSERS_PICKLED_WEIGHTS = "diffusion_pytorch_model.bin"
-SCHEDULER_CONFIG = "scheduler_config.json"
-NORM_EPS = 1e-6              # GroupNorm eps of blocks.normalize
 
 
 def build_metadata(
@@ -93,7 +77,7 @@ def model_from_state_dict(
     try:
         model = AdaptiveUNet(config, skip_type)
     except (TypeError, ValueError) as error:
-        raise UserFacingError(f"{source}: cannot build the model it describes ({_brief(error)})") from None
+        raise UserFacingError(f"{source}: cannot build the model it describes ({brief(error)})") from None
     expected = model.state_dict()
     has_bridges = any(name.startswith("bridges.") for name in state)
     if skip_type != "interpolate":
@@ -129,24 +113,6 @@ def _converted_metadata(model: AdaptiveUNet, diffusion: DiffusionConfig, ema: bo
     return metadata
 
 
-def _brief(error: BaseException) -> str:
-    """The first sentence of an error message, for one-line reports."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0].split('. ')[0] if lines else repr(error)}"
-
-
-def _check_resolution(stored: int, requested: int | None, source: Path) -> None:
-    if requested is not None and requested != stored:
-        raise UserFacingError(
-            f"{source}: the checkpoint records resolution {stored}; --resolution {requested} "
-            "applies only to checkpoints that do not record it (DDIM .ckpt)"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# adaskip .safetensors
-
-
 def _read_own(path: Path, skip_type: str | None, fresh_bridges: bool,
               resolution: int | None) -> AdaptiveUNet:
     try:
@@ -154,7 +120,7 @@ def _read_own(path: Path, skip_type: str | None, fresh_bridges: bool,
             header = handle.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise UserFacingError(f"{path}: not a readable safetensors file ({_brief(error)})") from None
+        raise UserFacingError(f"{path}: not a readable safetensors file ({brief(error)})") from None
     if METADATA_KEY not in header:
         raise UserFacingError(
             f"{path}: safetensors file without adaskip metadata (unknown format; a diffusers "
@@ -173,483 +139,12 @@ def _read_own(path: Path, skip_type: str | None, fresh_bridges: bool,
     except UserFacingError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UserFacingError(f"{path}: bad adaskip metadata ({_brief(error)})") from None
-    _check_resolution(config.resolution, resolution, path)
+        raise UserFacingError(f"{path}: bad adaskip metadata ({brief(error)})") from None
+    check_resolution(config.resolution, resolution, path)
     model = model_from_state_dict(state, config, skip_type or stored_skip_type, fresh_bridges, path)
     metadata["skip_type"] = model.skip_type
     model.metadata = metadata
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# Pickle-based files (DDIM .ckpt, diffusers .bin): torch.load(weights_only=True) only
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into a one-line user error."""
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise, not news
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        _, refused, reason = str(error).partition("WeightsUnpickler error:")
-        if not refused:
-            raise UserFacingError(f"{path}: damaged or unknown checkpoint ({_brief(error)})") from None
-        lines = [line.strip() for line in reason.splitlines() if line.strip()]
-        detail = lines[0].split(". ")[0] if lines else "an object torch does not allow"
-        raise UserFacingError(
-            f"{path}: refused to unpickle it ({detail}); only tensors and plain containers "
-            "are loaded, never code"
-        ) from None
-    except Exception as error:  # zip, pickle and storage errors of any kind: name the file, stop
-        raise UserFacingError(
-            f"{path}: unknown or damaged checkpoint (neither safetensors nor a readable torch "
-            f"file: {_brief(error)})"
-        ) from None
-
-
-def _tensor_dict(value: Any, path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not (isinstance(value, dict) and value
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())):
-        raise UserFacingError(f"{path}: {what} is not a state dict of named tensors")
-    return value
-
-
-def ddim_weights(content: Any, path: Path) -> tuple[dict[str, torch.Tensor], bool | None, str]:
-    """(state dict without ``module.`` prefixes, whether EMA (None: unknown), description).
-
-    ``content``: what ``torch.load`` returned, a state dict or the DDIM training list
-    ``[model_state, optimizer_state, epoch, step(, ema_shadow)]``, whose EMA copy wins.
-    """
-    if isinstance(content, (list, tuple)):
-        if len(content) < 4:
-            raise UserFacingError(
-                f"{path}: a list of {len(content)} items is not a DDIM training checkpoint "
-                "([model, optimizer, epoch, step, ema])"
-            )
-        if len(content) > 4 and content[4]:
-            state = _tensor_dict(content[4], path, "the EMA entry (item 5)")
-            ema, description = True, "DDIM training checkpoint (EMA weights)"
-        else:
-            state = _tensor_dict(content[0], path, "the model entry (item 1)")
-            ema, description = False, "DDIM training checkpoint (training weights, no EMA copy)"
-    elif isinstance(content, dict):
-        state = _tensor_dict(content, path, "the file")
-        ema, description = None, "DDIM / pytorch_diffusion state dict"
-    else:
-        raise UserFacingError(
-            f"{path}: holds a {type(content).__name__}, not a state dict or a DDIM training list"
-        )
-    return {name.removeprefix("module."): value for name, value in state.items()}, ema, description
-
-
-def infer_ddim_config(state: dict[str, torch.Tensor], resolution: int | None,
-                      path: Path) -> UNetConfig:
-    """The UNetConfig that DDIM-named weights imply.
-
-    Neither the resolution (default 32), the GroupNorm groups (32) nor the dropout (DDPM's 0.1)
-    is in the weights.
-    """
-    def count(pattern: str) -> int:  # 1 + the largest index matched, 0 when none
-        return 1 + max([int(m.group(1)) for name in state if (m := re.match(pattern, name))] or [-1])
-
-    try:
-        conv_in, conv_out = state["conv_in.weight"], state["conv_out.weight"]
-        if conv_in.dim() != 4 or conv_out.dim() != 4:
-            raise ValueError("conv_in / conv_out are not 4-d conv weights")
-        levels = count(r"down\.(\d+)\.")
-        num_res_blocks = count(r"down\.0\.block\.(\d+)\.")
-        if not levels or not num_res_blocks:
-            raise ValueError("no down.{i}.block.{j} weights")
-        ch = conv_in.shape[0]
-        level_channels = [state[f"down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
-        bad = [c for c in level_channels if c % ch]
-        if bad:
-            raise ValueError(f"level channels {bad[0]} are not a multiple of ch = {ch}")
-        resolution = resolution or DEFAULT_RESOLUTION
-        return UNetConfig(
-            in_channels=conv_in.shape[1],
-            out_channels=conv_out.shape[0],
-            ch=ch,
-            ch_mult=tuple(c // ch for c in level_channels),
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=tuple(resolution // 2 ** i for i in range(levels)
-                                   if f"down.{i}.attn.0.q.weight" in state),
-            dropout=UNetConfig.dropout,
-            resolution=resolution,
-            num_groups=DDIM_NUM_GROUPS,
-        )
-    except KeyError as error:
-        raise UserFacingError(f"{path}: not a DDIM U-Net state dict (no weight {error})") from None
-    except ValueError as error:
-        raise UserFacingError(f"{path}: cannot infer the model configuration ({error})") from None
-
-
-def _read_ddim(path: Path, skip_type: str | None, fresh_bridges: bool,
-               resolution: int | None) -> AdaptiveUNet:
-    state, ema, description = ddim_weights(_torch_load(path), path)
-    config = infer_ddim_config(state, resolution, path)
-    model = model_from_state_dict(state, config, skip_type or "zero", fresh_bridges, path)
-    model.metadata = _converted_metadata(model, DiffusionConfig(), ema, description)
-    return model
-
-
-# ---------------------------------------------------------------------------------------------
-# diffusers UNet2DModel folders
-
-_RESNET_NAMES = {"temb_proj": "time_emb_proj", "nin_shortcut": "conv_shortcut"}
-_ATTENTION_NAMES = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-_LEGACY_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-_SAMPLERS = {"downsample": "downsamplers.0", "upsample": "upsamplers.0"}
-# Our attention projections are 1×1 convs (C, C, 1, 1); diffusers' are Linear (C, C).
-_ATTENTION_PROJECTION = re.compile(r"(^|\.)attn(_1|\.\d+)\.(q|k|v|proj_out)\.weight$")
-
-# UNet2DModel settings we require: name -> (diffusers' default when absent, accepted values).
-_DIFFUSERS_FIXED: dict[str, tuple[Any, tuple[Any, ...]]] = {
-    "center_input_sample": (False, (False,)),
-    "time_embedding_type": ("positional", ("positional",)),
-    "freq_shift": (0, (1,)),
-    "flip_sin_to_cos": (True, (False,)),
-    "mid_block_type": ("UNetMidBlock2D", ("UNetMidBlock2D",)),
-    "mid_block_scale_factor": (1, (1,)),
-    "downsample_padding": (1, (0,)),
-    "downsample_type": ("conv", ("conv",)),
-    "upsample_type": ("conv", ("conv",)),
-    "act_fn": ("silu", ("silu", "swish")),
-    "resnet_time_scale_shift": ("default", ("default",)),
-    "add_attention": (True, (True,)),
-    "class_embed_type": (None, (None,)),
-    "num_class_embeds": (None, (None,)),
-}
-_DIFFUSERS_DEFAULTS: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
-    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-    "block_out_channels": [224, 448, 672, 896],
-    "layers_per_block": 2,
-    "dropout": 0.0,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-    "attn_norm_num_groups": None,
-    "norm_eps": 1e-5,
-    "time_embedding_dim": None,
-    "sample_size": None,
-}
-
-
-def diffusers_name(name: str, num_levels: int) -> str | None:
-    """Our parameter name -> its diffusers ``UNet2DModel`` name; None for bridges (no such thing)."""
-    parts = name.split(".")
-    head = parts[0]
-    if head == "bridges":
-        return None
-    if head in ("conv_in", "conv_out"):
-        return name
-    if head == "norm_out":
-        return f"conv_norm_out.{parts[1]}"
-    if head == "temb":  # temb.dense.{0,1}.X
-        return f"time_embedding.linear_{int(parts[2]) + 1}.{parts[3]}"
-    if head == "mid":  # mid.{block_1, attn_1, block_2}.X
-        if parts[1] == "attn_1":
-            return f"mid_block.attentions.0.{_ATTENTION_NAMES[parts[2]]}.{parts[3]}"
-        resnet = int(parts[1].removeprefix("block_")) - 1
-        return f"mid_block.resnets.{resnet}.{_RESNET_NAMES.get(parts[2], parts[2])}.{parts[3]}"
-    level = int(parts[1])  # down.{i}.X or up.{i}.X
-    block = f"down_blocks.{level}" if head == "down" else f"up_blocks.{num_levels - 1 - level}"
-    if parts[2] == "block":
-        return f"{block}.resnets.{parts[3]}.{_RESNET_NAMES.get(parts[4], parts[4])}.{parts[5]}"
-    if parts[2] == "attn":
-        return f"{block}.attentions.{parts[3]}.{_ATTENTION_NAMES[parts[4]]}.{parts[5]}"
-    return f"{block}.{_SAMPLERS[parts[2]]}.{'.'.join(parts[3:])}"
-
-
-def _modern_attention_name(name: str) -> str:
-    """Rename legacy attention weights (``query``, ``key``, ``value``, ``proj_attn``) to the new ones."""
-    parts = name.split(".")
-    if len(parts) >= 2 and parts[-2] in _LEGACY_ATTENTION_NAMES and "attentions" in parts:
-        return ".".join(parts[:-2] + [_LEGACY_ATTENTION_NAMES[parts[-2]], parts[-1]])
-    return name
-
-
-def to_diffusers_state_dict(model: AdaptiveUNet) -> dict[str, torch.Tensor]:
-    """The model's weights in diffusers' names and shapes (bridges dropped)."""
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        target = diffusers_name(name, model.num_levels)
-        if target is None:
-            continue
-        if _ATTENTION_PROJECTION.search(name):
-            tensor = tensor[:, :, 0, 0]
-        tensors[target] = tensor.detach().to("cpu").contiguous()
-    return tensors
-
-
-def from_diffusers_state_dict(weights: dict[str, torch.Tensor], config: UNetConfig,
-                              path: Path) -> dict[str, torch.Tensor]:
-    """diffusers-named weights (new or legacy attention names) -> our names and shapes."""
-    weights = {_modern_attention_name(name): value for name, value in weights.items()}
-    with torch.device("meta"):
-        names = list(AdaptiveUNet(config).state_dict())
-    state = {}
-    for name in names:
-        source = diffusers_name(name, config.num_levels)
-        if source not in weights:
-            raise UserFacingError(f"{path}: weights do not fit the config (missing {source})")
-        value = weights.pop(source)
-        if _ATTENTION_PROJECTION.search(name) and value.dim() == 2:
-            value = value[:, :, None, None]
-        state[name] = value
-    if weights:
-        raise UserFacingError(f"{path}: weights do not fit the config (unexpected {sorted(weights)[:3]})")
-    return state
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _unsupported(path: Path, key: str, value: Any, need: str) -> UserFacingError:
-    return UserFacingError(f"{path}: unsupported UNet2DModel configuration: {key} = "
-                           f"{json.dumps(value)}; adaskip needs {need}")
-
-
-def config_from_diffusers(values: dict[str, Any], path: Path, resolution: int | None) -> UNetConfig:
-    """Translate a ``UNet2DModel`` config.json; anything our U-Net cannot reproduce is refused."""
-    class_name = values.get("_class_name", "UNet2DModel")
-    if class_name != "UNet2DModel":
-        raise _unsupported(path, "_class_name", class_name, '"UNet2DModel"')
-    for key, (default, accepted) in _DIFFUSERS_FIXED.items():
-        value = values.get(key, default)
-        if value not in accepted:
-            raise _unsupported(path, key, value, " or ".join(json.dumps(a) for a in accepted))
-    v = {key: values.get(key, default) for key, default in _DIFFUSERS_DEFAULTS.items()}
-    down, up, channels = list(v["down_block_types"]), list(v["up_block_types"]), list(v["block_out_channels"])
-    if not (len(down) == len(up) == len(channels) >= 1):
-        raise _unsupported(path, "block_out_channels", channels,
-                           "as many entries as down_block_types and up_block_types")
-    for key, types, allowed in (("down_block_types", down, ("DownBlock2D", "AttnDownBlock2D")),
-                                ("up_block_types", up, ("UpBlock2D", "AttnUpBlock2D"))):
-        if any(t not in allowed for t in types):
-            raise _unsupported(path, key, types, f"only {' and '.join(allowed)}")
-    attention = [t == "AttnDownBlock2D" for t in down]
-    if [t == "AttnUpBlock2D" for t in reversed(up)] != attention:
-        raise _unsupported(path, "up_block_types", up,
-                           "attention at the levels where down_block_types has it (mirrored)")
-    for key in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups"):
-        if not _positive_int(v[key]):
-            raise _unsupported(path, key, v[key], "a positive integer")
-    if not all(_positive_int(c) for c in channels):
-        raise _unsupported(path, "block_out_channels", channels, "positive integers")
-    ch = channels[0]
-    if any(c % ch for c in channels):
-        raise _unsupported(path, "block_out_channels", channels, f"multiples of the first ({ch})")
-    head_dim = v["attention_head_dim"]
-    attention_channels = [c for c, a in zip(channels, attention) if a] + [channels[-1]]
-    if head_dim is not None and any(c != head_dim for c in attention_channels):
-        raise _unsupported(path, "attention_head_dim", head_dim,
-                           "single-head attention (null, or the channels of every attention block)")
-    if v["attn_norm_num_groups"] not in (None, v["norm_num_groups"]):
-        raise _unsupported(path, "attn_norm_num_groups", v["attn_norm_num_groups"],
-                           "null or norm_num_groups")
-    if v["time_embedding_dim"] not in (None, 4 * ch):
-        raise _unsupported(path, "time_embedding_dim", v["time_embedding_dim"], f"null or {4 * ch}")
-    if not isinstance(v["norm_eps"], (int, float)) or abs(v["norm_eps"] - NORM_EPS) > 1e-12:
-        raise _unsupported(path, "norm_eps", v["norm_eps"], f"{NORM_EPS:g}")
-    size = v["sample_size"]
-    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
-        size = size[0]
-    if size is not None and not _positive_int(size):
-        raise _unsupported(path, "sample_size", size, "a square size")
-    if size is not None:
-        _check_resolution(size, resolution, path)
-    resolution = size or resolution or DEFAULT_RESOLUTION
-    try:
-        return UNetConfig(
-            in_channels=v["in_channels"],
-            out_channels=v["out_channels"],
-            ch=ch,
-            ch_mult=tuple(c // ch for c in channels),
-            num_res_blocks=v["layers_per_block"],
-            attn_resolutions=tuple(resolution // 2 ** i for i, a in enumerate(attention) if a),
-            dropout=float(v["dropout"]),
-            resolution=resolution,
-            num_groups=v["norm_num_groups"],
-        )
-    except (TypeError, ValueError) as error:
-        raise UserFacingError(f"{path}: unsupported UNet2DModel configuration ({error})") from None
-
-
-def diffusers_config(config: UNetConfig) -> dict[str, Any]:
-    """The ``UNet2DModel`` config.json that reproduces ``config`` at k = 0."""
-    if config.ch_mult[0] != 1:
-        raise UserFacingError(
-            f"diffusers' UNet2DModel needs ch_mult[0] = 1 (its conv_in has the channels of "
-            f"level 0); this model has ch_mult {list(config.ch_mult)}"
-        )
-    attention = [config.resolution // 2 ** i in config.attn_resolutions for i in range(config.num_levels)]
-    return {
-        "_class_name": "UNet2DModel",
-        "sample_size": config.resolution,
-        "in_channels": config.in_channels,
-        "out_channels": config.out_channels,
-        "center_input_sample": False,
-        "time_embedding_type": "positional",
-        "freq_shift": 1,
-        "flip_sin_to_cos": False,
-        "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attention],
-        "mid_block_type": "UNetMidBlock2D",
-        "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
-        "block_out_channels": [config.ch * m for m in config.ch_mult],
-        "layers_per_block": config.num_res_blocks,
-        "mid_block_scale_factor": 1,
-        "downsample_padding": 0,
-        "downsample_type": "conv",
-        "upsample_type": "conv",
-        "dropout": config.dropout,
-        "act_fn": "silu",
-        "attention_head_dim": None,
-        "norm_num_groups": config.num_groups,
-        "attn_norm_num_groups": None,
-        "norm_eps": NORM_EPS,
-        "resnet_time_scale_shift": "default",
-        "add_attention": True,
-        "class_embed_type": None,
-        "num_class_embeds": None,
-    }
-
-
-def diffusion_from_scheduler(values: dict[str, Any], path: Path) -> DiffusionConfig:
-    """Check a diffusers scheduler config (linear betas, fixed_large, ε-prediction) and translate it."""
-    checks = (("beta_schedule", "linear"), ("variance_type", "fixed_large"),
-              ("prediction_type", "epsilon"), ("trained_betas", None))
-    for key, supported in checks:
-        value = values.get(key, supported)
-        if value != supported:
-            raise UserFacingError(f"{path}: {key} = {json.dumps(value)} is not supported "
-                                  f"(adaskip supports {json.dumps(supported)})")
-    try:
-        return DiffusionConfig(num_timesteps=int(values.get("num_train_timesteps", 1000)),
-                               beta_start=float(values.get("beta_start", 1e-4)),
-                               beta_end=float(values.get("beta_end", 0.02)))
-    except (TypeError, ValueError) as error:
-        raise UserFacingError(f"{path}: unsupported scheduler configuration ({error})") from None
-
-
-def scheduler_config(diffusion: DiffusionConfig) -> dict[str, Any]:
-    """A ``DDPMScheduler`` config.json matching ``diffusion`` (the DDPM CIFAR-10 sampler)."""
-    return {
-        "_class_name": "DDPMScheduler",
-        "num_train_timesteps": diffusion.num_timesteps,
-        "beta_start": diffusion.beta_start,
-        "beta_end": diffusion.beta_end,
-        "beta_schedule": "linear",
-        "trained_betas": None,
-        "variance_type": "fixed_large",
-        "clip_sample": True,
-        "prediction_type": "epsilon",
-    }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserFacingError(f"{path}: not a readable JSON file ({_brief(error)})") from None
-    if not isinstance(values, dict):
-        raise UserFacingError(f"{path}: expected a JSON object, found {type(values).__name__}")
-    return values
-
-
-def _diffusers_folder(path: Path) -> Path:
-    """The folder holding the UNet's config.json: ``path`` itself or a pipeline's ``unet/``."""
-    for folder in (path, path / "unet"):
-        if (folder / DIFFUSERS_CONFIG).is_file():
-            return folder
-    raise UserFacingError(f"{path}: a folder without {DIFFUSERS_CONFIG} (expected a diffusers "
-                          "UNet2DModel folder)")
-
-
-def _read_diffusers(path: Path, skip_type: str | None, fresh_bridges: bool,
-                    resolution: int | None) -> AdaptiveUNet:
-    folder = _diffusers_folder(path)
-    config = config_from_diffusers(_read_json(folder / DIFFUSERS_CONFIG), folder / DIFFUSERS_CONFIG,
-                                   resolution)
-    diffusion = DiffusionConfig()
-    for scheduler in (folder / SCHEDULER_CONFIG, folder.parent / "scheduler" / SCHEDULER_CONFIG):
-        if scheduler.is_file():
-            diffusion = diffusion_from_scheduler(_read_json(scheduler), scheduler)
-            break
-    weights_file = folder / DIFFUSERS_WEIGHTS
-    if weights_file.is_file():
-        try:
-            weights = load_file(str(weights_file))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise UserFacingError(f"{weights_file}: not a readable safetensors file ({_brief(error)})") from None
-    elif (folder / DIFFUSERS_PICKLED_WEIGHTS).is_file():
-        weights_file = folder / DIFFUSERS_PICKLED_WEIGHTS
-        weights = _tensor_dict(_torch_load(weights_file), weights_file, "the file")
-    else:
-        raise UserFacingError(f"{folder}: no {DIFFUSERS_WEIGHTS} (or {DIFFUSERS_PICKLED_WEIGHTS}) "
-                              "beside config.json")
-    state = from_diffusers_state_dict(weights, config, weights_file)
-    model = model_from_state_dict(state, config, skip_type or "zero", fresh_bridges, weights_file)
-    model.metadata = _converted_metadata(model, diffusion, None, "diffusers UNet2DModel")
-    return model
-
-
-@contextlib.contextmanager
-def _atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield an empty folder beside ``path``; on success it takes ``path``'s place.
-
-    Whatever was at ``path`` is moved aside first and deleted last; a failure leaves it there.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    old: Path | None = None
-    try:
-        yield tmp
-        for file in tmp.iterdir():
-            with open(file, "rb+") as handle:
-                os.fsync(handle.fileno())
-        if path.exists() or path.is_symlink():
-            old = tmp.with_name(tmp.name + ".old")
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if old is not None:
-                os.replace(old, path)
-                old = None
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        if old is not None:
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-
-
-def save_diffusers(model: AdaptiveUNet, path: str | os.PathLike[str]) -> None:
-    """Write a diffusers ``UNet2DModel`` folder for k = 0 use, atomically; bridges are dropped.
-
-    The folder holds config.json, diffusion_pytorch_model.safetensors and a DDPMScheduler
-    scheduler_config.json built from ``model.metadata["diffusion"]`` (default: DDPM's).
-    """
-    config = diffusers_config(model.config)
-    diffusion = DiffusionConfig.from_dict(model.metadata.get("diffusion", DiffusionConfig().to_dict()))
-    tensors = to_diffusers_state_dict(model)
-    with _atomic_directory(Path(path)) as tmp:
-        (tmp / DIFFUSERS_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (tmp / SCHEDULER_CONFIG).write_text(json.dumps(scheduler_config(diffusion), indent=2) + "\n",
-                                            encoding="utf-8")
-        save_file(tensors, str(tmp / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Any of them
 
 
 def checkpoint_format(path: str | os.PathLike[str]) -> str:
@@ -669,7 +164,7 @@ def checkpoint_format(path: str | os.PathLike[str]) -> str:
         with open(path, "rb") as handle:
             head = handle.read(9)
     except OSError as error:
-        raise UserFacingError(f"{path}: cannot read it ({_brief(error)})") from None
+        raise UserFacingError(f"{path}: cannot read it ({brief(error)})") from None
     # safetensors: an 8-byte little-endian header length, then the JSON header
     return "adaskip" if len(head) == 9 and head[8:9] == b"{" else "torch"
 
@@ -691,8 +186,13 @@ def load_model(
     kind = checkpoint_format(path)
     if resolution is not None and resolution < 1:
         raise UserFacingError(f"resolution must be positive, got {resolution}")
-    if kind == "diffusers":
-        return _read_diffusers(path if path.is_dir() else path.parent, skip_type, fresh_bridges, resolution)
     if kind == "adaskip":
         return _read_own(path, skip_type, fresh_bridges, resolution)
-    return _read_ddim(path, skip_type, fresh_bridges, resolution)
+    if kind == "diffusers":
+        foreign = read_diffusers(path if path.is_dir() else path.parent, resolution)
+    else:
+        foreign = read_ddim(path, resolution)
+    model = model_from_state_dict(foreign.state, foreign.config, skip_type or "zero", fresh_bridges,
+                                  foreign.source)
+    model.metadata = _converted_metadata(model, foreign.diffusion, foreign.ema, foreign.description)
+    return model

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import cli
-from .checkpoints import load_model, save_diffusers, save_model
+from .checkpoints import load_model, save_model
+from .diffusers_format import save_diffusers
 from .io_utils import UserFacingError
 from .model import SKIP_TYPES
 

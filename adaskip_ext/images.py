@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .io_utils import atomic_path
+from .io_utils import atomic_directory, atomic_path
 
 
 def to_uint8(samples: torch.Tensor) -> np.ndarray:
@@ -53,14 +50,7 @@ def save_npz(images: np.ndarray, path: Path) -> None:
 
 
 def save_image_folder(images: np.ndarray, folder: Path) -> None:
-    """(N, H, W, C) uint8 -> one PNG per sample, written to a temporary folder that replaces ``folder`` at the end."""
-    staging = Path(tempfile.mkdtemp(prefix=".images.", dir=folder.parent))
-    for i, image in enumerate(images):
-        _pil(image).save(staging / f"{i:06d}.png")
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.old")
-        os.replace(folder, retired)
-        os.replace(staging, folder)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, folder)
+    """(N, H, W, C) uint8 -> one PNG per sample in ``folder``, which appears (or is replaced) whole."""
+    with atomic_directory(folder) as staging:
+        for i, image in enumerate(images):
+            _pil(image).save(staging / f"{i:06d}.png")

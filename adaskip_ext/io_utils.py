@@ -1,8 +1,9 @@
-"""Atomic file writes and the one-line error type the CLIs print."""
+"""Atomic file and folder writes, and the one-line error type the CLIs print."""
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -36,3 +37,38 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty folder beside ``path``; on success it takes ``path``'s place.
+
+    Whatever was at ``path`` is moved aside first and deleted last; a failure leaves it there.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        for file in tmp.iterdir():
+            with open(file, "rb+") as handle:
+                os.fsync(handle.fileno())
+        if path.exists() or path.is_symlink():
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None:
+                os.replace(old, path)
+                old = None
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()

@@ -90,8 +90,8 @@ class DeviceSchedule:
 
 def sample_batch(
     model: AdaptiveUNet,
-    diffusion: DiffusionConfig,
     plan: SamplingPlan,
+    coefficients: DeviceSchedule,
     config: SamplerConfig,
     generator: torch.Generator,
     batch_size: int,
@@ -99,10 +99,9 @@ def sample_batch(
     dtype: torch.dtype = torch.float32,
     on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """One batch of samples in [-1, 1]-ish range: (batch_size, C, R, R) float32 on ``device``."""
+    """One batch of samples, not yet clipped: (batch_size, C, R, R) float32 on ``device``."""
     c = model.config
     shape = (batch_size, c.in_channels, c.resolution, c.resolution)
-    coefficients = DeviceSchedule(plan, diffusion, device)
     x = torch.randn(shape, generator=generator).to(device)
     for i, skip_levels in enumerate(plan.skip_levels):
         t = coefficients.timesteps[i].expand(batch_size)
@@ -158,12 +157,13 @@ def sample_images(
     if any(not 0 <= b < num_batches for b in batches):
         raise ValueError(f"batch indices must lie in [0, {num_batches - 1}] for {num_samples} samples "
                          f"in batches of {batch_size}, got {batches}")
+    coefficients = DeviceSchedule(plan, diffusion, device)
     outputs = []
     with tqdm(total=len(batches) * len(plan.timesteps), desc="sampling", unit="step",
               disable=not progress) as bar:
         for b in batches:
             generator = torch.Generator().manual_seed(seed_for(seed, b))
-            x = sample_batch(model, diffusion, plan, config, generator, batch_size, device, dtype,
+            x = sample_batch(model, plan, coefficients, config, generator, batch_size, device, dtype,
                              on_step=lambda: bar.update(1))
             outputs.append(x[: min(batch_size, num_samples - b * batch_size)])
     return torch.cat(outputs).clamp(-1.0, 1.0)
