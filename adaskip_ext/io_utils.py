@@ -13,6 +13,12 @@ class UserFacingError(Exception):
     """An error caused by the user's input (a file, a flag); the CLIs print it on one line."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
@@ -28,6 +34,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
@@ -54,6 +61,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         for file in tmp.iterdir():
             with open(file, "rb+") as handle:
                 os.fsync(handle.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         if path.exists() or path.is_symlink():
             old = tmp.with_name(tmp.name + ".old")
             os.replace(path, old)

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
     parser.add_argument("--steps", type=int, default=100, help="sampling steps")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
+    parser.add_argument("--clip-x0", action="store_true",
+                        help="DDIM: clip the predicted x0 to [-1, 1] at every step (DDPM always does)")
     parser.add_argument("--time-seq", choices=("uniform", "quad"), default="uniform",
                         help="which timesteps the sampler visits")
     parser.add_argument("--num-samples", type=int, default=64)
@@ -112,7 +114,7 @@ def timed_sampling(model: AdaptiveUNet, args: argparse.Namespace, schedule: Skip
         torch.cuda.synchronize(device)
     started = time.perf_counter()
     samples = sample_images(model, args.num_samples, sampler=args.sampler, steps=args.steps,
-                            eta=args.eta, time_seq=args.time_seq, schedule=schedule,
+                            eta=args.eta, time_seq=args.time_seq, clip_x0=args.clip_x0, schedule=schedule,
                             batch_size=args.batch_size, seed=args.seed, device=device,
                             dtype=DTYPES[args.dtype])
     if device.type == "cuda":
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(checkpoint, skip_type=args.skip_type, fresh_bridges=args.fresh_bridges)
     schedule = build_schedule(args, model)
     try:
-        config = SamplerConfig(args.sampler, args.steps, args.eta, args.time_seq)
+        config = SamplerConfig(args.sampler, args.steps, args.eta, args.time_seq, args.clip_x0)
         plan = SamplingPlan.build(config, schedule, model.metadata["diffusion"]["num_timesteps"])
     except ValueError as error:
         raise UserFacingError(f"--steps: {error}") from None

@@ -50,6 +50,7 @@ class SamplerConfig:
     steps: int = 100
     eta: float = 0.0
     time_seq: TimeSequence = "uniform"
+    clip_x0: bool = False  # DDIM only (DDPM always clips, as the DDPM code does)
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddpm", "ddim"):
@@ -108,7 +109,8 @@ def sample_batch(
         eps = model(x.to(dtype), t, skip_levels=skip_levels).float()
         noise = torch.randn(shape, generator=generator).to(device) if config.stochastic else None
         if config.sampler == "ddim":
-            x = ddim_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], config.eta, noise)
+            x = ddim_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], config.eta, noise,
+                          config.clip_x0)
         else:
             x = ddpm_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], noise,
                           coefficients.timesteps[i] == 0)
@@ -126,6 +128,7 @@ def sample_images(
     steps: int = 100,
     eta: float = 0.0,
     time_seq: TimeSequence = "uniform",
+    clip_x0: bool = False,
     schedule: SkipSchedule | None = None,
     diffusion: DiffusionConfig | None = None,
     batch_size: int = 64,
@@ -138,7 +141,8 @@ def sample_images(
     """Draw ``num_samples`` images with the model; returns (num_samples, C, R, R) in [-1, 1].
 
     ``schedule`` defaults to the checkpoint's c (``model.metadata``) or the full network;
-    ``diffusion`` to the checkpoint's or the DDPM defaults. ``batches`` restricts the work to
+    ``diffusion`` to the checkpoint's or the DDPM defaults. ``clip_x0`` clips DDIM's x0
+    prediction to [-1, 1] (diffusers' ``clip_sample``; the DDIM code does not clip). ``batches`` restricts the work to
     those batch indices (their rows are returned in order), for sharding.
     """
     if num_samples < 1 or batch_size < 1:
@@ -147,7 +151,7 @@ def sample_images(
     diffusion = diffusion or DiffusionConfig.from_dict(model.metadata.get("diffusion", {}))
     if schedule is None:
         schedule = SkipSchedule(model.num_levels, c=float(model.metadata.get("schedule", {}).get("c", 0.0)))
-    config = SamplerConfig(sampler, steps, eta, time_seq)
+    config = SamplerConfig(sampler, steps, eta, time_seq, clip_x0)
     plan = SamplingPlan.build(config, schedule, diffusion.num_timesteps)
     if next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype=dtype)  # leave the caller's model as it was

@@ -1,6 +1,7 @@
 """End-to-end tests of ``python -m adaskip_ext.sample`` on a tiny model and on the embedded default."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,7 @@ def digits_classifier():
     features = digits_images(16).flatten(1).numpy()
     labels = load_digits().target
     train_x, test_x, train_y, test_y = train_test_split(features, labels, test_size=0.25, random_state=0)
-    classifier = SVC(probability=False).fit(train_x, train_y)
+    classifier = SVC().fit(train_x, train_y)
     accuracy = classifier.score(test_x, test_y)
     return classifier.fit(features, labels), accuracy
 
@@ -123,3 +124,14 @@ def test_default_run_draws_all_ten_digits(tmp_path: Path) -> None:
     assert accuracy > 0.95
     predicted = classifier.predict(images.reshape(64, -1).astype(np.float32) / 127.5 - 1.0)
     assert set(predicted.tolist()) == set(range(10))
+
+
+def test_outputs_get_normal_permissions(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    result = run_sample("--checkpoint", str(tiny_checkpoint), "--steps", "2", "--num-samples", "2",
+                        "--save-images", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in ("samples.npz", "samples.png", "images/000000.png"):
+        assert (tmp_path / "o" / path).stat().st_mode & 0o777 == 0o666 & ~mask, path
+    assert (tmp_path / "o" / "images").stat().st_mode & 0o777 == 0o777 & ~mask

@@ -33,9 +33,9 @@ def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return ((ours - theirs).norm() / theirs.norm()).item()
 
 
-def ddim_scheduler(diffusers, steps: int):
+def ddim_scheduler(diffusers, steps: int, clip_sample: bool = False):
     scheduler = diffusers.DDIMScheduler(
-        num_train_timesteps=T, trained_betas=DiffusionConfig().betas().tolist(), clip_sample=False,
+        num_train_timesteps=T, trained_betas=DiffusionConfig().betas().tolist(), clip_sample=clip_sample,
         set_alpha_to_one=True, timestep_spacing="leading", steps_offset=0)
     scheduler.set_timesteps(steps)
     return scheduler
@@ -169,6 +169,27 @@ def test_sample_images_ddim_matches_diffusers_loop(diffusers, tiny_model, eta, c
                          batch_size=3, seed=seed, progress=False)
     theirs = diffusers_ddim_images(diffusers, tiny_model, plan, steps, eta, 3, seed)
     assert relative_error(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_clipped_x0_matches_diffusers_clip_sample(diffusers, tiny_model, eta):
+    steps = 10
+    plan, coefficients = plan_and_coefficients(SamplerConfig("ddim", steps, eta, clip_x0=True))
+    scheduler = ddim_scheduler(diffusers, steps, clip_sample=True)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 8, 8, generator=generator)
+    clipped_somewhere = False
+    with torch.no_grad():
+        for i, t in enumerate(scheduler.timesteps):
+            noise = torch.randn(x.shape, generator=generator) if eta > 0 else None
+            eps = tiny_model(x, t.expand(2))
+            unclipped = ddim_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], eta, noise)
+            ours = ddim_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], eta, noise, True)
+            theirs = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
+            assert relative_error(ours, theirs) < 1e-5, (i, int(t))
+            clipped_somewhere |= relative_error(unclipped, theirs) > 1e-3
+            x = ours
+    assert clipped_somewhere  # the test exercised the clip
 
 
 # ---------------------------------------------------------------------------------------------
