@@ -106,8 +106,8 @@ class Trainer:
     def learning_rate(self, step: int) -> float:
         return self.args.lr * min(1.0, (step + 1) / self.args.warmup) if self.args.warmup else self.args.lr
 
-    def step(self) -> tuple[float, int]:
-        """One optimiser step; returns (loss, k)."""
+    def step(self) -> float:
+        """One optimiser step; returns its loss."""
         s = self.step_count
         batch = self.drawer.draw(s)
         x0 = self.images[batch.indices.to(self.device)]
@@ -133,7 +133,7 @@ class Trainer:
             self.ema.update(self.model)
         self.step_count += 1
         self.pending_losses.append(loss.item())
-        return self.pending_losses[-1], batch.skip_levels
+        return self.pending_losses[-1]
 
     def metadata(self) -> dict[str, Any]:
         return build_metadata(self.model, self.diffusion, self.args.c, self.args.scheme, self.ema is not None)
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(log_file, "a") as log, tqdm(total=args.steps, initial=trainer.step_count,
                                           desc="training", unit="step") as bar:
         while trainer.step_count < args.steps:
-            loss, _ = trainer.step()
+            loss = trainer.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             step = trainer.step_count
