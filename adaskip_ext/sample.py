@@ -20,7 +20,7 @@ from .embedded import default_checkpoint
 from .images import grid, save_image_folder, save_npz, save_png, to_uint8
 from .io_utils import UserFacingError
 from .model import SKIP_TYPES, AdaptiveUNet
-from .sampler import SamplingPlan, SamplerConfig, sample_images
+from .sampler import SamplingPlan, SamplerConfig, checkpoint_schedule, sample_images
 from .schedule import SkipSchedule
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,8 +89,7 @@ def build_schedule(args: argparse.Namespace, model: AdaptiveUNet) -> SkipSchedul
             if len(schedule.skip_list) != args.steps:
                 raise ValueError(f"{len(schedule.skip_list)} values given for --steps {args.steps}")
             return schedule
-        c = args.c if args.c is not None else float(model.metadata.get("schedule", {}).get("c", 0.0))
-        return SkipSchedule(model.num_levels, c=c)
+        return checkpoint_schedule(model, args.c)
     except ValueError as error:
         flag = "--skip-list" if args.skip_list is not None else "--c"
         raise UserFacingError(f"{flag}: {error}") from None

@@ -119,6 +119,13 @@ def sample_batch(
     return x
 
 
+def checkpoint_schedule(model: AdaptiveUNet, c: float | None = None) -> SkipSchedule:
+    """Eq. 1 with ``c`` if given, else the c stored with the checkpoint (0: the full network)."""
+    if c is None:
+        c = float(model.metadata.get("schedule", {}).get("c", 0.0))
+    return SkipSchedule(model.num_levels, c=c)
+
+
 @torch.no_grad()
 def sample_images(
     model: AdaptiveUNet,
@@ -150,7 +157,7 @@ def sample_images(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     diffusion = diffusion or DiffusionConfig.from_dict(model.metadata.get("diffusion", {}))
     if schedule is None:
-        schedule = SkipSchedule(model.num_levels, c=float(model.metadata.get("schedule", {}).get("c", 0.0)))
+        schedule = checkpoint_schedule(model)
     config = SamplerConfig(sampler, steps, eta, time_seq, clip_x0)
     plan = SamplingPlan.build(config, schedule, diffusion.num_timesteps)
     if next(model.parameters()).dtype != dtype:
