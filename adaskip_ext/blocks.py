@@ -2,6 +2,9 @@
 
 Module and parameter names follow ``ermongroup/ddim:models/diffusion.py`` so that DDIM
 checkpoints load without renaming. ``Bridge`` is the ``interpolate`` skip path of the paper.
+
+Blocks with a ``fused`` attribute run their GroupNorm+SiLU(+conv) and bicubic bridges through
+``adaskip_ext.ops`` when it is True (``AdaptiveUNet.use_fused_ops`` sets it on every block).
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import ops
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
@@ -30,6 +35,35 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
 def normalize(channels: int, num_groups: int) -> nn.GroupNorm:
     """GroupNorm with the reference's eps of 1e-6."""
     return nn.GroupNorm(num_groups, channels, eps=1e-6, affine=True)
+
+
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, fused: bool, silu: bool = True) -> torch.Tensor:
+    """``silu(norm(x))`` (or ``norm(x)``), through the fused op when ``fused``. Differentiable."""
+    if fused:
+        return ops.group_norm_silu(x, norm.weight, norm.bias, norm.num_groups, norm.eps, silu)
+    return F.silu(norm(x)) if silu else norm(x)
+
+
+def norm_silu_conv(
+    norm: nn.GroupNorm,
+    conv: nn.Conv2d,
+    x: torch.Tensor,
+    fused: bool,
+    add: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``conv(silu(norm(x))) + add[:, :, None, None] + residual``. x: (B, C_in, H, W).
+
+    The single fused op has no backward, so it runs only when no gradient is being recorded.
+    """
+    recording = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+    if fused and not recording:
+        return ops.group_norm_silu_conv3x3(x, norm.weight, norm.bias, conv.weight, conv.bias,
+                                           norm.num_groups, norm.eps, add, residual)
+    h = conv(norm_silu(norm, x, fused))
+    if add is not None:
+        h = h + add[:, :, None, None]
+    return h if residual is None else residual + h
 
 
 class Upsample(nn.Module):
@@ -77,14 +111,15 @@ class ResnetBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+        self.fused = False
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        if hasattr(self, "nin_shortcut"):
-            x = self.nin_shortcut(x)
-        return x + h
+        h = norm_silu_conv(self.norm1, self.conv1, x, self.fused,
+                           add=self.temb_proj(F.silu(temb)))
+        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        if self.training and self.dropout.p > 0:  # dropout sits between the SiLU and conv2
+            return shortcut + self.conv2(self.dropout(norm_silu(self.norm2, h, self.fused)))
+        return norm_silu_conv(self.norm2, self.conv2, h, self.fused, residual=shortcut)
 
 
 class AttnBlock(nn.Module):
@@ -97,10 +132,11 @@ class AttnBlock(nn.Module):
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, height, width = x.shape
-        h = self.norm(x)
+        h = norm_silu(self.norm, x, self.fused, silu=False)
         q = self.q(h).reshape(b, c, height * width).transpose(1, 2)  # (B, HW, C)
         k = self.k(h).reshape(b, c, height * width)  # (B, C, HW)
         v = self.v(h).reshape(b, c, height * width)  # (B, C, HW)
@@ -136,6 +172,7 @@ class Bridge(nn.Module):
         self.out = nn.Conv2d(middle_channels, missing_channels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.fused = False
 
     def forward(
         self,
@@ -144,7 +181,11 @@ class Bridge(nn.Module):
         middle: MiddleBlock,
         middle_size: tuple[int, int],
     ) -> torch.Tensor:
-        h = F.interpolate(skip, size=middle_size, mode="bicubic", align_corners=False)
-        h = middle(self.inp(h), temb)
-        h = F.interpolate(h, size=skip.shape[-2:], mode="bicubic", align_corners=False)
-        return self.out(h)
+        h = middle(self._resize_project(self.inp, skip, middle_size), temb)
+        return self._resize_project(self.out, h, (skip.shape[2], skip.shape[3]))
+
+    def _resize_project(self, conv: nn.Conv2d, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``conv(interpolate(x, size, bicubic))`` for a 1×1 conv. x: (B, C_in, H, W)."""
+        if self.fused:
+            return ops.bicubic_bridge(x, size[0], size[1], conv.weight, conv.bias)
+        return conv(F.interpolate(x, size=size, mode="bicubic", align_corners=False))

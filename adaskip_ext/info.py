@@ -1,11 +1,14 @@
-"""``python -m adaskip_ext.info PATH``: a readable summary of a checkpoint in any format we read."""
+"""``python -m adaskip_ext.info [PATH]``: what kernels this install has and what each op runs on,
+then, given PATH, a readable summary of a checkpoint in any format we read."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Sequence
 
-from . import cli
+import torch
+
+from . import cli, ops
 from .checkpoints import checkpoint_format, load_model
 from .diffusion import DiffusionConfig
 from .io_utils import UserFacingError
@@ -74,10 +77,50 @@ def summary(path: Path, model: AdaptiveUNet, steps: int, time_seq: str) -> list[
     return rows
 
 
+def kernel_report() -> list[tuple[str, str]]:
+    """(label, value) rows: what was built, what is usable now, and each op's backend per device."""
+    built = ops.build_info()
+    if ops.native.LOAD_ERROR is not None:
+        extension = f"not loaded ({ops.native.LOAD_ERROR})"
+    elif built.get("cuda"):
+        extension = (f"CPU + CUDA kernels, built with torch {built['torch']}, CUDA "
+                     f"{built['cuda_version']}, arch {built['arch_list']}")
+    else:
+        extension = f"CPU kernels only, built with torch {built.get('torch', 'unknown')}"
+    cuda = (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+            if torch.cuda.is_available() else "no device")
+    rows = [("extension", extension),
+            ("torch", torch.__version__),
+            ("CUDA now", cuda),
+            ("triton", ops.backend.triton_version() or "not installed"),
+            ("forced backend", ops.forced_backend() or "none (automatic)")]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for op in ops.OPS:
+        rows.append((op, ", ".join(f"{device}: {_backend_or_error(op, device)}"
+                                    for device in devices)))
+    return rows
+
+
+def _backend_or_error(op: str, device: str) -> str:
+    try:
+        return ops.choose(op, device)
+    except RuntimeError as error:
+        return f"unavailable ({error})"
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m adaskip_ext.info",
-                                     description="Summarise a U-Net checkpoint.")
-    parser.add_argument("path", metavar="PATH",
+    parser = argparse.ArgumentParser(
+        prog="python -m adaskip_ext.info",
+        description="Show the compiled kernels and the backend each fused op runs on "
+                    "(ADASKIP_BACKEND=native|triton|reference forces one), and summarise a "
+                    "U-Net checkpoint when PATH is given.")
+    parser.add_argument("path", metavar="PATH", nargs="?",
                         help="adaskip .safetensors, diffusers UNet2DModel folder or DDIM .ckpt")
     parser.add_argument("--resolution", type=int, default=None,
                         help="image size of a DDIM .ckpt, which does not record it (default: 32)")
@@ -90,12 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    path = Path(args.path)
-    model = load_model(path, resolution=args.resolution)
-    rows = summary(path, model, args.steps, args.time_seq)
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
+    try:
+        rows = kernel_report()
+    except ValueError as error:  # a bad ADASKIP_BACKEND
+        raise UserFacingError(str(error)) from None
+    if args.path is not None:
+        path = Path(args.path)
+        model = load_model(path, resolution=args.resolution)
+        print_rows(summary(path, model, args.steps, args.time_seq))
+        print()
+    print_rows(rows)
     return 0
 
 

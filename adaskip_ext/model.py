@@ -34,7 +34,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .blocks import AttnBlock, Bridge, Downsample, MiddleBlock, ResnetBlock, Upsample, normalize
+from .blocks import (AttnBlock, Bridge, Downsample, MiddleBlock, ResnetBlock, Upsample,
+                     norm_silu_conv, normalize)
 from .blocks import timestep_embedding
 
 SkipType = Literal["zero", "duplicate", "interpolate"]
@@ -133,9 +134,12 @@ class AdaptiveUNet(nn.Module):
     """DDPM U-Net with ``forward(x, t, skip_levels=k)``; see the module docstring for the layout.
 
     x: (B, in_channels, R, R); t: (B,) integer timesteps -> (B, out_channels, R, R).
+    ``fused_ops`` (default on) routes GroupNorm+SiLU(+conv) and the bicubic bridges through
+    ``adaskip_ext.ops``; ``use_fused_ops(False)`` gives the plain PyTorch layers.
     """
 
-    def __init__(self, config: UNetConfig, skip_type: SkipType = "zero") -> None:
+    def __init__(self, config: UNetConfig, skip_type: SkipType = "zero",
+                 fused_ops: bool = True) -> None:
         super().__init__()
         if skip_type not in SKIP_TYPES:
             raise ValueError(f"skip_type must be one of {SKIP_TYPES}, got {skip_type!r}")
@@ -199,6 +203,15 @@ class AdaptiveUNet(nn.Module):
                                level_channels[c.num_levels - k])
                 for k in range(1, c.num_levels)
             })
+        self.use_fused_ops(fused_ops)
+
+    def use_fused_ops(self, enabled: bool = True) -> "AdaptiveUNet":
+        """The one switch between the fused ops and plain PyTorch layers, for every block."""
+        self.fused = enabled
+        for module in self.modules():
+            if hasattr(module, "fused"):
+                module.fused = enabled
+        return self
 
     @property
     def num_levels(self) -> int:
@@ -250,5 +263,5 @@ class AdaptiveUNet(nn.Module):
                     h = level.attn[j](h)
             if i != 0:
                 h = level.upsample(h)
-        return self.conv_out(torch.nn.functional.silu(self.norm_out(h)))
+        return norm_silu_conv(self.norm_out, self.conv_out, h, self.fused)
 

@@ -1,11 +1,19 @@
 """Shared fixtures: small seeded models and helpers to perturb parameters. Nothing here needs a GPU."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import pytest
 import torch
 from torch import nn
+
+# Kernels' outputs start as NaN, so an element a kernel forgets to write fails (read once, by the
+# extension's first allocation). Without CUDA, Triton kernels run in the interpreter on CPU
+# tensors; Triton reads this when a kernel is decorated, so it is set before any import of them.
+os.environ["ADASKIP_POISON_OUTPUTS"] = "1"
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from adaskip_ext.model import AdaptiveUNet, UNetConfig
 

@@ -1,0 +1,102 @@
+"""The one place that decides which implementation each fused op runs on.
+
+Per op and device type: ``native`` (the C++/CUDA extension), ``triton`` or ``reference``
+(plain PyTorch). ``ADASKIP_BACKEND=native|triton|reference`` or ``set_backend(...)`` forces one;
+a forced backend that cannot run the op is an error, not a silent fallback.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch._dynamo
+
+from . import native
+from .triton_ops import triton_usable
+
+BACKENDS = ("native", "triton", "reference")
+OPS = ("group_norm_silu", "group_norm_silu_conv3x3", "bicubic_bridge")
+# Preference when nothing is forced. On CUDA the implicit-GEMM Triton conv is the point of the
+# fused conv; the memory-bound ops have hand-written CUDA kernels.
+PREFERENCE = {
+    ("group_norm_silu_conv3x3", "cuda"): ("triton", "native", "reference"),
+}
+DEFAULT_PREFERENCE = ("native", "triton", "reference")
+
+_forced: str | None = None
+_warned_missing = False
+
+
+def _check_name(backend: str, source: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"{source}: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def set_backend(backend: str | None) -> None:
+    """Force every op onto ``backend`` (``native``, ``triton`` or ``reference``); None: automatic."""
+    global _forced
+    _forced = None if backend is None else _check_name(backend, "set_backend")
+
+
+def forced_backend() -> str | None:
+    """The backend forced by ``set_backend`` or else ``$ADASKIP_BACKEND``; None when automatic."""
+    if _forced is not None:
+        return _forced
+    value = os.environ.get("ADASKIP_BACKEND", "").strip()
+    return _check_name(value, "ADASKIP_BACKEND") if value else None
+
+
+def triton_version() -> str | None:
+    """Triton's version, or None when it is not installed (imports it)."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def available(op: str, backend: str, device_type: str) -> bool:
+    """Whether ``backend`` can run ``op`` on tensors of ``device_type`` in this process."""
+    if backend == "native":
+        return native.has_kernel(op, device_type)
+    if backend == "triton":
+        return triton_usable(device_type)
+    return True
+
+
+@torch._dynamo.assume_constant_result
+def choose(op: str, device_type: str) -> str:
+    """The backend ``op`` runs on for ``device_type`` ('cpu', 'cuda', ...).
+
+    Under ``torch.compile`` the answer is taken once, at tracing: recompile after changing it.
+    """
+    forced = forced_backend()
+    if forced is not None:
+        if not available(op, forced, device_type):
+            raise RuntimeError(f"adaskip: backend {forced!r} cannot run {op} on {device_type} "
+                               f"({reason_unavailable(forced, device_type)})")
+        return forced
+    _warn_once_if_unbuilt()
+    preference = PREFERENCE.get((op, device_type), DEFAULT_PREFERENCE)
+    return next(b for b in preference if available(op, b, device_type))
+
+
+def reason_unavailable(backend: str, device_type: str) -> str:
+    """Why ``backend`` cannot run on ``device_type``, in a few words."""
+    if backend == "native":
+        if native.LOAD_ERROR is not None:
+            return f"the extension did not load: {native.LOAD_ERROR}"
+        return f"the extension was built without {device_type.upper()} kernels"
+    if backend == "triton":
+        return "Triton runs CUDA tensors only (CPU tensors under TRITON_INTERPRET=1)"
+    return "available"
+
+
+def _warn_once_if_unbuilt() -> None:
+    global _warned_missing
+    if native.LOAD_ERROR is not None and not _warned_missing:
+        _warned_missing = True
+        warnings.warn(f"adaskip: the compiled extension is not available ({native.LOAD_ERROR}); "
+                      "fused ops run on the PyTorch reference. Reinstall with "
+                      "`pip install --no-build-isolation .` to build it.", stacklevel=3)

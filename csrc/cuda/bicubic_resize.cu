@@ -1,0 +1,218 @@
+// CUDA bicubic resize (F.interpolate bicubic, align_corners=False) and its adjoint, for NCHW and
+// channels_last. One thread per output element, in the output's memory order, so a warp covers
+// 32 adjacent x (NCHW) or 32 adjacent channels (channels_last).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "bicubic.h"
+#include "checks.h"
+
+namespace adaskip {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 65536;  // the kernels grid-stride beyond this
+
+// One resize from `in` (x, or the grad_x buffer; addressed by its strides) to `out` (the output,
+// or grad_out; dense in the layout). index_t is int32_t when every offset fits (cheaper math).
+template <typename index_t>
+struct Resize {
+  index_t C, in_h, in_w, out_h, out_w;
+  index_t stride_n, stride_c, stride_h, stride_w;  // of `in`
+  float scale_h, scale_w;
+  bool channels_last;
+};
+
+template <typename index_t>
+struct Coord {
+  index_t n, c, y, x;
+};
+
+// (n, c, y, x) of element i of `out`, whose memory order is (n, c, y, x) or (n, y, x, c).
+template <typename index_t>
+__device__ Coord<index_t> coord_of(index_t i, const Resize<index_t>& r) {
+  Coord<index_t> p;
+  if (r.channels_last) {
+    p.c = i % r.C;
+    i /= r.C;
+    p.x = i % r.out_w;
+    i /= r.out_w;
+    p.y = i % r.out_h;
+    p.n = i / r.out_h;
+  } else {
+    p.x = i % r.out_w;
+    i /= r.out_w;
+    p.y = i % r.out_h;
+    i /= r.out_h;
+    p.c = i % r.C;
+    p.n = i / r.C;
+  }
+  return p;
+}
+
+// Offsets of the four clamped taps along one axis.
+template <typename index_t>
+__device__ void tap_offsets(const CubicTaps& taps, index_t stride, index_t (&offsets)[4]) {
+  for (int k = 0; k < 4; ++k) offsets[k] = static_cast<index_t>(taps.index[k]) * stride;
+}
+
+template <typename scalar_t, typename index_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void bicubic_resize_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out,
+                                      Resize<index_t> r, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * kThreads) {
+    const Coord<index_t> p = coord_of(static_cast<index_t>(i), r);
+    const CubicTaps ty = cubic_taps(r.scale_h, p.y, r.in_h);
+    const CubicTaps tx = cubic_taps(r.scale_w, p.x, r.in_w);
+    index_t oy[4], ox[4];
+    tap_offsets(ty, r.stride_h, oy);
+    tap_offsets(tx, r.stride_w, ox);
+    const scalar_t* plane = in + p.n * r.stride_n + p.c * r.stride_c;
+    // ATen's order: interpolate along x in each of the 4 tap rows, then along y.
+    acc_t rows[4];
+    for (int j = 0; j < 4; ++j) {
+      const scalar_t* row = plane + oy[j];
+      rows[j] = static_cast<acc_t>(row[ox[0]]) * tx.weight[0] +
+                static_cast<acc_t>(row[ox[1]]) * tx.weight[1] +
+                static_cast<acc_t>(row[ox[2]]) * tx.weight[2] +
+                static_cast<acc_t>(row[ox[3]]) * tx.weight[3];
+    }
+    out[i] = static_cast<scalar_t>(rows[0] * ty.weight[0] + rows[1] * ty.weight[1] +
+                                   rows[2] * ty.weight[2] + rows[3] * ty.weight[3]);
+  }
+}
+
+// The adjoint: scatter grad_out[n, c, y, x] * wy_j * wx_i into the 16 taps. Clamped taps repeat
+// indices (and neighbouring outputs share taps), hence atomics into an acc_t buffer.
+template <typename scalar_t, typename index_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void bicubic_resize_backward_kernel(const scalar_t* __restrict__ grad_out,
+                                               acc_t* __restrict__ grad_in, Resize<index_t> r,
+                                               int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * kThreads) {
+    const Coord<index_t> p = coord_of(static_cast<index_t>(i), r);
+    const CubicTaps ty = cubic_taps(r.scale_h, p.y, r.in_h);
+    const CubicTaps tx = cubic_taps(r.scale_w, p.x, r.in_w);
+    index_t oy[4], ox[4];
+    tap_offsets(ty, r.stride_h, oy);
+    tap_offsets(tx, r.stride_w, ox);
+    acc_t* plane = grad_in + p.n * r.stride_n + p.c * r.stride_c;
+    const acc_t g = static_cast<acc_t>(grad_out[i]);
+    for (int j = 0; j < 4; ++j) {
+      const acc_t gy = g * ty.weight[j];  // ATen's order: (g * wy) * wx
+      for (int k = 0; k < 4; ++k) atomicAdd(plane + oy[j] + ox[k], gy * tx.weight[k]);
+    }
+  }
+}
+
+template <typename index_t>
+Resize<index_t> resize_of(const at::Tensor& in, const at::Tensor& out, at::MemoryFormat layout) {
+  Resize<index_t> r;
+  r.C = static_cast<index_t>(in.size(1));
+  r.in_h = static_cast<index_t>(in.size(2));
+  r.in_w = static_cast<index_t>(in.size(3));
+  r.out_h = static_cast<index_t>(out.size(2));
+  r.out_w = static_cast<index_t>(out.size(3));
+  r.stride_n = static_cast<index_t>(in.stride(0));
+  r.stride_c = static_cast<index_t>(in.stride(1));
+  r.stride_h = static_cast<index_t>(in.stride(2));
+  r.stride_w = static_cast<index_t>(in.stride(3));
+  r.scale_h = bicubic_scale(in.size(2), out.size(2));
+  r.scale_w = bicubic_scale(in.size(3), out.size(3));
+  r.channels_last = layout == at::MemoryFormat::ChannelsLast;
+  return r;
+}
+
+// Calls fn(index_t{}): int32_t when both dense tensors' offsets fit, else int64_t.
+template <typename Fn>
+void with_index_type(const at::Tensor& a, const at::Tensor& b, const Fn& fn) {
+  if (std::max(a.numel(), b.numel()) <= std::numeric_limits<int32_t>::max()) {
+    fn(int32_t{});
+  } else {
+    fn(int64_t{});
+  }
+}
+
+unsigned blocks_for(int64_t total) {
+  return static_cast<unsigned>(std::min((total + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
+at::Tensor bicubic_resize_cuda(const at::Tensor& x_in, int64_t out_h, int64_t out_w) {
+  check_image(x_in, "x");
+  TORCH_CHECK(x_in.is_cuda(), "x must be a CUDA tensor, got ", x_in.device());
+  TORCH_CHECK(out_h > 0 && out_w > 0, "out_h and out_w must be positive, got (", out_h, ", ",
+              out_w, ")");
+  const c10::cuda::CUDAGuard device_guard(x_in.device());
+  const at::MemoryFormat layout = layout_of(x_in);
+  const at::Tensor x = x_in.contiguous(layout);
+  at::Tensor out =
+      at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().memory_format(layout));
+  if (out.numel() == 0) return out;
+  TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0, "x must have a non-empty H and W, got ", x.sizes());
+  // Same size is a copy, as in ATen (the weights would be exactly (0, 1, 0, 0), but 0 * inf = nan).
+  if (x.size(2) == out_h && x.size(3) == out_w) return out.copy_(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bicubic_resize_cuda", [&] {
+    with_index_type(x, out, [&](auto tag) {
+      using index_t = decltype(tag);
+      bicubic_resize_kernel<scalar_t, index_t>
+          <<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+              resize_of<index_t>(x, out, layout), out.numel());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
+
+at::Tensor bicubic_resize_backward_cuda(const at::Tensor& grad_out_in, int64_t in_h,
+                                        int64_t in_w) {
+  check_image(grad_out_in, "grad_out");
+  TORCH_CHECK(grad_out_in.is_cuda(), "grad_out must be a CUDA tensor, got ",
+              grad_out_in.device());
+  TORCH_CHECK(in_h > 0 && in_w > 0, "in_h and in_w must be positive, got (", in_h, ", ", in_w,
+              ")");
+  const c10::cuda::CUDAGuard device_guard(grad_out_in.device());
+  const at::MemoryFormat layout = layout_of(grad_out_in);
+  const at::Tensor grad_out = grad_out_in.contiguous(layout);
+  const std::vector<int64_t> in_sizes{grad_out.size(0), grad_out.size(1), in_h, in_w};
+  const auto options = grad_out.options().memory_format(layout);
+  if (grad_out.numel() == 0) return at::zeros(in_sizes, options);
+  // The forward copied: its adjoint is the identity.
+  if (grad_out.size(2) == in_h && grad_out.size(3) == in_w) {
+    return at::empty(in_sizes, options).copy_(grad_out);
+  }
+  at::Tensor grad_in =
+      at::zeros(in_sizes, options.dtype(at::toOpMathType(grad_out.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bicubic_resize_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_index_type(grad_in, grad_out, [&](auto tag) {
+      using index_t = decltype(tag);
+      bicubic_resize_backward_kernel<scalar_t, index_t>
+          <<<blocks_for(grad_out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              grad_out.const_data_ptr<scalar_t>(), grad_in.mutable_data_ptr<acc_t>(),
+              resize_of<index_t>(grad_in, grad_out, layout), grad_out.numel());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  // A no-op for float32; .to keeps grad_in's (dense) memory format.
+  return grad_in.to(grad_out.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(adaskip, CUDA, m) {
+  m.impl("bicubic_resize", &bicubic_resize_cuda);
+  m.impl("bicubic_resize_backward", &bicubic_resize_backward_cuda);
+}
+
+}  // namespace adaskip

@@ -1,0 +1,64 @@
+"""The model's one switch: fused ops on and off give the same outputs and gradients."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from adaskip_ext import ops
+from adaskip_ext.model import SKIP_TYPES, UNetConfig
+
+from conftest import build_model, perturb_, random_inputs
+
+
+def fused_and_plain(config: UNetConfig, skip_type: str):
+    model = build_model(config, skip_type)
+    perturb_(model, scale=0.05, seed=3)  # also makes the zero-initialised bridges non-zero
+    plain = copy.deepcopy(model).use_fused_ops(False)
+    return model.use_fused_ops(True), plain
+
+
+def test_fused_ops_are_on_by_default(tiny_config):
+    model = build_model(tiny_config, "interpolate")
+    assert model.fused and all(m.fused for m in model.modules() if hasattr(m, "fused"))
+    model.use_fused_ops(False)
+    assert not any(m.fused for m in model.modules() if hasattr(m, "fused"))
+
+
+@pytest.mark.parametrize("skip_type", SKIP_TYPES)
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_fused_matches_plain_for_every_k(tiny_config, skip_type, backend):
+    fused, plain = fused_and_plain(tiny_config, skip_type)
+    x, t = random_inputs(tiny_config)
+    try:
+        ops.set_backend(backend)
+        with torch.no_grad():
+            for k in range(tiny_config.num_levels):
+                expected = plain(x, t, skip_levels=k)
+                actual = fused(x, t, skip_levels=k)
+                torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    finally:
+        ops.set_backend(None)
+
+
+@pytest.mark.parametrize("skip_type", ["zero", "interpolate"])
+def test_fused_training_gradients_match_plain(tiny_config, skip_type):
+    config = UNetConfig.from_dict({**tiny_config.to_dict(), "dropout": 0.1})
+    fused, plain = fused_and_plain(config, skip_type)
+    x, t = random_inputs(config)
+    for k in range(config.num_levels):
+        losses = []
+        for model in (fused, plain):
+            model.train()
+            torch.manual_seed(0)  # the same dropout masks in both
+            model.zero_grad()
+            loss = model(x, t, skip_levels=k).square().mean()
+            loss.backward()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+        for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+            if b.grad is None:
+                assert a.grad is None or not a.grad.any(), name
+                continue
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
