@@ -5,6 +5,7 @@ torch. CUDA kernels are built when torch has CUDA and a CUDA toolkit (nvcc and l
 found; no GPU is needed. Environment:
 
 * ``ADASKIP_FORCE_CUDA=1``: a missing CUDA build is an error instead of a warning.
+* ``ADASKIP_SKIP_CUDA=1``: build the CPU kernels only, even where CUDA could be built.
 * ``TORCH_CUDA_ARCH_LIST``: architectures to compile for (default ``8.0;9.0`` with no GPU visible).
 * ``CUDA_HOME``: the toolkit; checked, and replaced by ``/usr/local/cuda`` if it lacks nvcc/libcudart.
 * ``MAX_JOBS``: parallel compile jobs.
@@ -82,18 +83,24 @@ def extension_modules() -> tuple[list, dict]:
     cpp_sources = [s for s in sources if s.endswith(".cpp")]
     cuda_sources = [s for s in sources if s.endswith(".cu")]
     force_cuda = os.environ.get("ADASKIP_FORCE_CUDA", "0") == "1"
+    skip_cuda = os.environ.get("ADASKIP_SKIP_CUDA", "0") == "1"
 
-    toolkit = find_cuda_toolkit(cpp_extension.CUDA_HOME) if torch.version.cuda else None
+    toolkit = (find_cuda_toolkit(cpp_extension.CUDA_HOME)
+               if torch.version.cuda and not skip_cuda else None)
     with_cuda = toolkit is not None
     if not with_cuda:
-        reason = ("this torch has no CUDA" if torch.version.cuda is None
+        reason = ("ADASKIP_SKIP_CUDA=1" if skip_cuda
+                  else "this torch has no CUDA" if torch.version.cuda is None
                   else "no CUDA toolkit was found (set CUDA_HOME)")
         if force_cuda:
             raise SystemExit(f"adaskip setup: ADASKIP_FORCE_CUDA=1 but {reason}")
         warn(f"building the CPU kernels only: {reason}")
 
-    # torch adds the C++ standard it was built with; no FP traps lets GCC vectorise clamps.
-    cxx_flags = ["-O3", "-fno-trapping-math"]
+    # torch adds the C++ standard it was built with; no FP traps lets GCC vectorise clamps;
+    # at::parallel_for is only parallel when the extension itself is compiled with OpenMP (the
+    # runtime is the libgomp torch already loaded).
+    cxx_flags = ["-O3", "-fno-trapping-math", "-fopenmp", "-Wno-psabi"]
+    link_flags = ["-fopenmp"]
     info = {"torch": torch.__version__, "cuda": with_cuda, "cuda_version": None,
             "arch_list": None}
     if with_cuda:
@@ -108,11 +115,13 @@ def extension_modules() -> tuple[list, dict]:
             "adaskip_ext._C", cpp_sources + cuda_sources,
             include_dirs=[str(ROOT / "csrc")] + library_headers(toolkit),
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=link_flags,
         )
     else:
         module = cpp_extension.CppExtension("adaskip_ext._C", cpp_sources,
                                             include_dirs=[str(ROOT / "csrc")],
-                                            extra_compile_args={"cxx": cxx_flags})
+                                            extra_compile_args={"cxx": cxx_flags},
+                                            extra_link_args=link_flags)
     return [module], info
 
 
@@ -125,4 +134,5 @@ def main() -> None:
           cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
 
 
-main()
+if __name__ == "__main__":
+    main()

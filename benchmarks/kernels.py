@@ -88,15 +88,13 @@ def copy_bandwidth(device: str, measure: Callable) -> float:
     return 2 * src.numel() * 4 / measure(lambda: dst.copy_(src)) / 1e6
 
 
-def with_backend(backend: str, fn: Callable[[], object]) -> Callable[[], object]:
-    def run() -> object:
-        ops.set_backend(backend)
-        try:
-            return fn()
-        finally:
-            ops.set_backend(None)
-
-    return run
+def measure_on(backend: str, measure: Callable, fn: Callable[[], object]) -> float:
+    """``measure(fn)`` with every op forced onto ``backend`` (set once, outside the timing)."""
+    ops.set_backend(backend)
+    try:
+        return measure(fn)
+    finally:
+        ops.set_backend(None)
 
 
 def backends_for(op: str, device: str) -> list[str]:
@@ -113,7 +111,7 @@ def bench_group_norm_silu(device, dtype, batches, measure, bandwidth) -> list[Ro
             baseline = measure(lambda: F.silu(F.group_norm(x, GROUPS, weight, bias, EPS), inplace=True))
             minimum_bytes = 2 * x.numel() * x.element_size() + 2 * weight.numel() * weight.element_size()
             for backend in backends_for("group_norm_silu", device):
-                ms = measure(with_backend(backend, lambda: ops.group_norm_silu(x, weight, bias, GROUPS, EPS)))
+                ms = measure_on(backend, measure, lambda: ops.group_norm_silu(x, weight, bias, GROUPS, EPS))
                 gbps = minimum_bytes / ms / 1e6
                 rows.append(Row("group_norm_silu", f"{batch}×{channels}×{resolution}²", str(dtype)[6:],
                                 backend, ms, "silu(group_norm) inplace", baseline, baseline / ms,
@@ -138,12 +136,12 @@ def bench_conv(device, dtype, batches, measure) -> list[Row]:
 
             with torch.no_grad():
                 baseline = measure(composition)
-                native = (measure(with_backend("native", lambda: ops.group_norm_silu_conv3x3(*args)))
+                native = (measure_on("native", measure, lambda: ops.group_norm_silu_conv3x3(*args))
                           if ops.available("group_norm_silu_conv3x3", "native", device) else None)
                 flops = 2 * batch * resolution**2 * channels * channels * 9
                 for backend in backends_for("group_norm_silu_conv3x3", device):
-                    ms = native if backend == "native" else measure(
-                        with_backend(backend, lambda: ops.group_norm_silu_conv3x3(*args)))
+                    ms = native if backend == "native" else measure_on(
+                        backend, measure, lambda: ops.group_norm_silu_conv3x3(*args))
                     row = Row("group_norm_silu_conv3x3", f"{batch}×{channels}×{resolution}²",
                               str(dtype)[6:], backend, ms, "silu(group_norm) → conv2d + add",
                               baseline, baseline / ms, tflops=flops / ms / 1e9)
@@ -166,8 +164,8 @@ def bench_bridge(device, dtype, batches, measure, bandwidth) -> list[Row]:
                     weight, bias))
                 minimum_bytes = (x.numel() + batch * c_out * r_out**2) * x.element_size()
                 for backend in backends_for("bicubic_bridge", device):
-                    ms = measure(with_backend(backend, lambda: ops.bicubic_bridge(
-                        x, r_out, r_out, weight, bias)))
+                    ms = measure_on(backend, measure,
+                                    lambda: ops.bicubic_bridge(x, r_out, r_out, weight, bias))
                     gbps = minimum_bytes / ms / 1e6
                     rows.append(Row("bicubic_bridge", f"{batch}×{c_in}×{r_in}² → {c_out}×{r_out}²",
                                     str(dtype)[6:], backend, ms, "interpolate(bicubic) → conv1x1",

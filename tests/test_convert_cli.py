@@ -14,13 +14,15 @@ from adaskip_ext import AdaptiveUNet, DiffusionConfig, UNetConfig, convert, info
 from adaskip_ext.checkpoints import build_metadata
 from adaskip_ext.io_utils import UserFacingError
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 
 
 def run_module(module: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # Run from tests/, not the clone's root, so `-m` imports the installed package (with its
+    # compiled extension) rather than the source folder.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", f"adaskip_ext.{module}", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+                          capture_output=True, text=True, timeout=300, env=env, cwd=TESTS)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -52,7 +54,8 @@ def test_convert_skip_type_then_info(tmp_path: Path) -> None:
 
     result = run_module("info", tmp_path / "dst.safetensors")
     assert result.returncode == 0, result.stderr
-    summary = {line.split("  ")[0]: line.split("  ", 1)[1].strip() for line in result.stdout.splitlines()}
+    summary = {line.split("  ")[0]: line.split("  ", 1)[1].strip()
+               for line in result.stdout.splitlines() if line.strip()}
     assert summary["format"] == "adaskip .safetensors (format version 1)"
     assert summary["skip type"] == "duplicate"
     assert summary["schedule"].startswith("c = 2,")
@@ -156,3 +159,21 @@ def test_fresh_bridges_and_ddim_resolution(tmp_path: Path, capsys: pytest.Captur
     assert "k shares (DDIM-10 uniform)  k=0 100%, k=1 0%" in out
     with pytest.raises(UserFacingError, match="--steps"):
         info.main([str(tmp_path / "ckpt.pth"), "--steps", "5000"])
+
+
+def test_info_without_path_reports_kernels() -> None:
+    result = run_module("info")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("  ")[0]: line.split("  ", 1)[1].strip()
+            for line in result.stdout.splitlines() if line.strip()}
+    assert rows["extension"].startswith(("CPU + CUDA kernels", "CPU kernels only"))
+    assert rows["torch"] == torch.__version__
+    for op in ("group_norm_silu", "group_norm_silu_conv3x3", "bicubic_bridge"):
+        assert rows[op].startswith("cpu: native")
+
+
+def test_info_rejects_unknown_backend() -> None:
+    env = {**os.environ, "ADASKIP_BACKEND": "fastest"}
+    result = subprocess.run([sys.executable, "-m", "adaskip_ext.info"], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=TESTS)
+    assert_one_line_error(result, "ADASKIP_BACKEND", "fastest")

@@ -25,6 +25,8 @@ DEFAULT_PREFERENCE = ("native", "triton", "reference")
 
 _forced: str | None = None
 _warned_missing = False
+# Decisions already taken, keyed by everything they depend on; the ops are called per block.
+_choices: dict[tuple[str, str, str | None, str | None], str] = {}
 
 
 def _check_name(backend: str, source: str) -> str:
@@ -72,6 +74,14 @@ def choose(op: str, device_type: str) -> str:
     Under ``torch.compile`` the answer is taken once, at tracing: recompile after changing it.
     """
     forced = forced_backend()
+    key = (op, device_type, forced, os.environ.get("TRITON_INTERPRET"))
+    backend = _choices.get(key)
+    if backend is None:
+        backend = _choices[key] = _decide(op, device_type, forced)
+    return backend
+
+
+def _decide(op: str, device_type: str, forced: str | None) -> str:
     if forced is not None:
         if not available(op, forced, device_type):
             raise RuntimeError(f"adaskip: backend {forced!r} cannot run {op} on {device_type} "
@@ -99,4 +109,4 @@ def _warn_once_if_unbuilt() -> None:
         _warned_missing = True
         warnings.warn(f"adaskip: the compiled extension is not available ({native.LOAD_ERROR}); "
                       "fused ops run on the PyTorch reference. Reinstall with "
-                      "`pip install --no-build-isolation .` to build it.", stacklevel=3)
+                      "`pip install --no-build-isolation .` to build it.", stacklevel=5)

@@ -1,5 +1,5 @@
-"""The compiled extension ``adaskip_ext._C``: its ``torch.ops.adaskip`` ops, their fake (meta)
-kernels for ``torch.compile`` and their autograd formulas.
+"""The compiled extension ``adaskip_ext._C``: its ``torch.ops.adaskip`` ops and their fake (meta)
+kernels for ``torch.compile`` (their autograd is registered in C++, csrc/autograd.cpp).
 
 Importing this module never fails: without a built extension ``LOAD_ERROR`` says why and every
 ``has_kernel`` is False.
@@ -39,8 +39,6 @@ def build_info() -> dict:
 
 
 def _register() -> None:
-    lib = torch.ops.adaskip
-
     @torch.library.register_fake("adaskip::group_norm_silu")
     def _(x, weight, bias, groups, eps, silu):
         return torch.empty_like(x, memory_format=memory_format_of(x))
@@ -74,32 +72,6 @@ def _register() -> None:
     def _(grad_out, x, proj_weight):
         return (torch.empty_like(x, memory_format=memory_format_of(x)),
                 torch.empty_like(proj_weight), proj_weight.new_empty(proj_weight.shape[0]))
-
-    def save_inputs(ctx, inputs, output):
-        ctx.save_for_backward(*[a for a in inputs if isinstance(a, torch.Tensor)])
-        ctx.arguments = [a for a in inputs if not isinstance(a, torch.Tensor)]
-
-    def group_norm_silu_backward(ctx, grad):
-        x, weight, bias = ctx.saved_tensors
-        groups, eps, silu = ctx.arguments
-        grads = lib.group_norm_silu_backward(grad, x, weight, bias, groups, eps, silu)
-        return (*grads, None, None, None)
-
-    def bicubic_resize_backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return lib.bicubic_resize_backward(grad, x.shape[2], x.shape[3]), None, None
-
-    def bicubic_bridge_backward(ctx, grad):
-        x, proj_weight, _ = ctx.saved_tensors
-        grad_x, grad_weight, grad_bias = lib.bicubic_bridge_backward(grad, x, proj_weight)
-        return grad_x, None, None, grad_weight, grad_bias
-
-    torch.library.register_autograd("adaskip::group_norm_silu", group_norm_silu_backward,
-                                    setup_context=save_inputs)
-    torch.library.register_autograd("adaskip::bicubic_resize", bicubic_resize_backward,
-                                    setup_context=save_inputs)
-    torch.library.register_autograd("adaskip::bicubic_bridge", bicubic_bridge_backward,
-                                    setup_context=save_inputs)
 
 
 if LOAD_ERROR is None:

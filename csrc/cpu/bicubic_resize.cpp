@@ -14,6 +14,7 @@
 
 #include "bicubic.h"
 #include "checks.h"
+#include "cpu/parallel.h"
 #include "cpu/vec_math.h"
 
 namespace adaskip {
@@ -84,18 +85,6 @@ ADASKIP_VECTORIZE void combine4(T* __restrict out, const T* __restrict a0,
   }
 }
 
-// One row along x: out[i] = sum_k weight[k][i] * src[index[k][i]] (gathers).
-template <typename T>
-ADASKIP_VECTORIZE void gather4(T* __restrict out, const T* __restrict src,
-                               const int32_t* __restrict index, const T* __restrict weight,
-                               int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = weight[i] * src[index[i]] + weight[n + i] * src[index[n + i]] +
-             weight[2 * n + i] * src[index[2 * n + i]] +
-             weight[3 * n + i] * src[index[3 * n + i]];
-  }
-}
-
 // y[i] += a * x[i].
 template <typename T>
 ADASKIP_VECTORIZE void axpy(T* __restrict y, T a, const T* __restrict x, int64_t n) {
@@ -104,18 +93,85 @@ ADASKIP_VECTORIZE void axpy(T* __restrict y, T a, const T* __restrict x, int64_t
   }
 }
 
-int64_t grain_for(int64_t work_per_item) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
+// NCHW planes [begin, end): per plane, interpolate the input rows that some tap uses along x
+// into `rows` (in_h x out_w), then combine four buffer rows per output row. One clone call per
+// chunk of planes: at the bridges' small sizes, a call per row would cost more than the row.
+template <typename T>
+ADASKIP_VECTORIZE void resize_planes(const T* in, T* out, T* rows, int64_t begin, int64_t end,
+                                     const AxisTaps<T>& tx, const AxisTaps<T>& ty,
+                                     const std::vector<int64_t>& rows_used, int64_t in_h,
+                                     int64_t in_w, int64_t out_h, int64_t out_w) {
+  const int32_t* ix = tx.index.data();
+  const T* wx = tx.weight.data();
+  for (int64_t p = begin; p < end; ++p) {
+    const T* src = in + p * in_h * in_w;
+    T* dst = out + p * out_h * out_w;
+    for (int64_t iy : rows_used) {
+      const T* s = src + iy * in_w;
+      T* r = rows + iy * out_w;
+      for (int64_t i = 0; i < out_w; ++i) {
+        r[i] = wx[i] * s[ix[i]] + wx[out_w + i] * s[ix[out_w + i]] +
+               wx[2 * out_w + i] * s[ix[2 * out_w + i]] + wx[3 * out_w + i] * s[ix[3 * out_w + i]];
+      }
+    }
+    for (int64_t y = 0; y < out_h; ++y) {
+      const T* r0 = rows + ty.index[y] * out_w;
+      const T* r1 = rows + ty.index[out_h + y] * out_w;
+      const T* r2 = rows + ty.index[2 * out_h + y] * out_w;
+      const T* r3 = rows + ty.index[3 * out_h + y] * out_w;
+      const T w0 = ty.weight[y], w1 = ty.weight[out_h + y];
+      const T w2 = ty.weight[2 * out_h + y], w3 = ty.weight[3 * out_h + y];
+      T* d = dst + y * out_w;
+      for (int64_t i = 0; i < out_w; ++i) d[i] = w0 * r0[i] + w1 * r1[i] + w2 * r2[i] + w3 * r3[i];
+    }
+  }
 }
 
-// NCHW: per plane, interpolate the input rows that some tap uses along x into a buffer
-// (in_h x out_w), then combine four buffer rows per output row.
+// The same when shrinking in y, in the other order: combine four input rows per output row
+// (contiguous vector loops over in_w), then gather along x for the out_h rows only. This does a
+// quarter of the gathers at the bridges' 32/16/8 -> 4 but rounds differently from ATen's
+// x-then-y order (within float rounding).
+template <typename T>
+ADASKIP_VECTORIZE void resize_planes_y_first(const T* in, T* out, T* row, int64_t begin,
+                                             int64_t end, const AxisTaps<T>& tx,
+                                             const AxisTaps<T>& ty, int64_t in_h, int64_t in_w,
+                                             int64_t out_h, int64_t out_w) {
+  const int32_t* ix = tx.index.data();
+  const T* wx = tx.weight.data();
+  for (int64_t p = begin; p < end; ++p) {
+    const T* src = in + p * in_h * in_w;
+    T* dst = out + p * out_h * out_w;
+    for (int64_t y = 0; y < out_h; ++y) {
+      const T* r0 = src + ty.index[y] * in_w;
+      const T* r1 = src + ty.index[out_h + y] * in_w;
+      const T* r2 = src + ty.index[2 * out_h + y] * in_w;
+      const T* r3 = src + ty.index[3 * out_h + y] * in_w;
+      const T w0 = ty.weight[y], w1 = ty.weight[out_h + y];
+      const T w2 = ty.weight[2 * out_h + y], w3 = ty.weight[3 * out_h + y];
+      for (int64_t i = 0; i < in_w; ++i) row[i] = w0 * r0[i] + w1 * r1[i] + w2 * r2[i] + w3 * r3[i];
+      T* d = dst + y * out_w;
+      for (int64_t i = 0; i < out_w; ++i) {
+        d[i] = wx[i] * row[ix[i]] + wx[out_w + i] * row[ix[out_w + i]] +
+               wx[2 * out_w + i] * row[ix[2 * out_w + i]] +
+               wx[3 * out_w + i] * row[ix[3 * out_w + i]];
+      }
+    }
+  }
+}
+
 template <typename T>
 void resize_nchw(const T* in, T* out, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
                  int64_t out_w) {
   const AxisTaps<T> tx = axis_taps<T>(in_w, out_w);
   const AxisTaps<T> ty = axis_taps<T>(in_h, out_h);
-  std::vector<int64_t> rows_used;  // strong downsampling skips rows
+  if (out_h < in_h) {
+    at::parallel_for(0, planes, grain_for(out_h * (in_w + out_w) * 4), [&](int64_t b, int64_t e) {
+      std::vector<T> row(in_w);
+      resize_planes_y_first(in, out, row.data(), b, e, tx, ty, in_h, in_w, out_h, out_w);
+    });
+    return;
+  }
+  std::vector<int64_t> rows_used;
   {
     std::vector<bool> used(in_h, false);
     for (int32_t iy : ty.index) used[iy] = true;
@@ -126,19 +182,7 @@ void resize_nchw(const T* in, T* out, int64_t planes, int64_t in_h, int64_t in_w
   const int64_t work = (static_cast<int64_t>(rows_used.size()) + out_h) * out_w * 4;
   at::parallel_for(0, planes, grain_for(work), [&](int64_t begin, int64_t end) {
     std::vector<T> rows(in_h * out_w);
-    for (int64_t p = begin; p < end; ++p) {
-      const T* src = in + p * in_h * in_w;
-      T* dst = out + p * out_h * out_w;
-      for (int64_t iy : rows_used) {
-        gather4(rows.data() + iy * out_w, src + iy * in_w, tx.index.data(), tx.weight.data(),
-                out_w);
-      }
-      for (int64_t y = 0; y < out_h; ++y) {
-        const auto row = [&](int k) { return rows.data() + ty.index[k * out_h + y] * out_w; };
-        const auto w = [&](int k) { return ty.weight[k * out_h + y]; };
-        combine4(dst + y * out_w, row(0), row(1), row(2), row(3), w(0), w(1), w(2), w(3), out_w);
-      }
-    }
+    resize_planes(in, out, rows.data(), begin, end, tx, ty, rows_used, in_h, in_w, out_h, out_w);
   });
 }
 
@@ -279,8 +323,7 @@ at::Tensor bicubic_resize_cpu(const at::Tensor& x, int64_t out_h, int64_t out_w)
     return at::empty({batch, channels, out_h, out_w}, x.options().memory_format(format));
   }
   const at::Tensor xc = x.to(compute_type(x)).contiguous(format);
-  at::Tensor out =
-      at::empty({batch, channels, out_h, out_w}, xc.options().memory_format(format));
+  at::Tensor out = new_output({batch, channels, out_h, out_w}, xc.options(), format);
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "bicubic_resize_cpu", [&] {
     if (format == at::MemoryFormat::ChannelsLast) {
       resize_channels_last(xc.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch,
@@ -308,7 +351,7 @@ at::Tensor bicubic_resize_backward_cpu(const at::Tensor& grad_out, int64_t in_h,
     return at::empty({batch, channels, in_h, in_w}, grad_out.options().memory_format(format));
   }
   const at::Tensor gc = grad_out.to(compute_type(grad_out)).contiguous(format);
-  at::Tensor grad_x = at::empty({batch, channels, in_h, in_w}, gc.options().memory_format(format));
+  at::Tensor grad_x = new_output({batch, channels, in_h, in_w}, gc.options(), format);
   AT_DISPATCH_FLOATING_TYPES(gc.scalar_type(), "bicubic_resize_backward_cpu", [&] {
     if (format == at::MemoryFormat::ChannelsLast) {
       resize_backward_channels_last(gc.const_data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),

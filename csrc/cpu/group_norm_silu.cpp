@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/parallel.h"
 #include "cpu/vec_math.h"
 
 namespace adaskip {
@@ -23,26 +24,31 @@ constexpr int64_t kChunk = 2048;   // elements converted to the accumulation typ
 
 // ---- float helpers (vectorised; see vec_math.h) ------------------------------------------
 
-// Sums of (x - shift) and (x - shift)^2 over n elements, added to sums[0], sums[1].
+// Sums of (x - shift) and (x - shift)^2 over n elements, added to sums[0], sums[1]. Written
+// with 8-wide vector types: GCC does not vectorise a float reduction on its own (it would
+// reorder the additions), and two accumulator pairs hide the adds' latency.
 ADASKIP_VECTORIZE void shifted_sums(const float* x, int64_t n, float shift, double* sums) {
-  float s1[kLanes] = {}, s2[kLanes] = {};
+  float8 s1a = {}, s2a = {}, s1b = {}, s2b = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t j = 0; j < kLanes; ++j) {
-      const float d = x[i + j] - shift;
-      s1[j] += d;
-      s2[j] += d * d;
-    }
+  for (; i + 16 <= n; i += 16) {
+    const float8 a = load8(x + i) - shift, b = load8(x + i + 8) - shift;
+    s1a += a;
+    s2a += a * a;
+    s1b += b;
+    s2b += b * b;
+  }
+  double t1 = 0.0, t2 = 0.0;
+  for (int j = 0; j < 8; ++j) {
+    t1 += static_cast<double>(s1a[j]) + s1b[j];
+    t2 += static_cast<double>(s2a[j]) + s2b[j];
   }
   for (; i < n; ++i) {
     const float d = x[i] - shift;
-    s1[0] += d;
-    s2[0] += d * d;
+    t1 += d;
+    t2 += d * d;
   }
-  for (int64_t j = 0; j < kLanes; ++j) {
-    sums[0] += s1[j];
-    sums[1] += s2[j];
-  }
+  sums[0] += t1;
+  sums[1] += t2;
 }
 
 // Per-channel sums of (x - shift) and its square for one channels_last pixel row of c values.
@@ -59,20 +65,28 @@ ADASKIP_VECTORIZE void channel_sums(const float* x, int64_t c, const float* shif
 // Centring before scaling keeps precision when |mean| >> std (a * x + b' would cancel).
 ADASKIP_VECTORIZE void affine_silu(const float* x, float* y, int64_t n, float a, float m,
                                    float b, bool silu) {
-  if (silu) {
-    for (int64_t i = 0; i < n; ++i) y[i] = silu_approx(a * (x[i] - m) + b);
-  } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = a * (x[i] - m) + b;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const float8 z = (load8(x + i) - m) * a + b;
+    store8(y + i, silu ? silu_approx(z) : z);
+  }
+  for (; i < n; ++i) {
+    const float z = a * (x[i] - m) + b;
+    y[i] = silu ? silu_approx(z) : z;
   }
 }
 
 // The same with per-channel a, m, b: one channels_last pixel of n channels.
 ADASKIP_VECTORIZE void affine_silu_channels(const float* x, float* y, int64_t n, const float* a,
                                             const float* m, const float* b, bool silu) {
-  if (silu) {
-    for (int64_t i = 0; i < n; ++i) y[i] = silu_approx(a[i] * (x[i] - m[i]) + b[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = a[i] * (x[i] - m[i]) + b[i];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const float8 z = (load8(x + i) - load8(m + i)) * load8(a + i) + load8(b + i);
+    store8(y + i, silu ? silu_approx(z) : z);
+  }
+  for (; i < n; ++i) {
+    const float z = a[i] * (x[i] - m[i]) + b[i];
+    y[i] = silu ? silu_approx(z) : z;
   }
 }
 
@@ -183,7 +197,7 @@ Affine<acc_t> affine_tables(const at::Tensor& mean, const at::Tensor& rstd,
 template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
 void moments_nchw(const scalar_t* x, int64_t batch, int64_t groups, int64_t group_size,
                   double eps, acc_t* mean, acc_t* rstd) {
-  at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * groups, grain_for(group_size), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer;
     for (int64_t ng = begin; ng < end; ++ng) {
       const scalar_t* group = x + ng * group_size;
@@ -207,7 +221,7 @@ void moments_channels_last(const scalar_t* x, int64_t batch, int64_t channels, i
   const int64_t block_pixels = (pixels + blocks - 1) / blocks;
   // partial[n][block][0 or 1][c]
   std::vector<acc_t> partial(batch * blocks * 2 * channels, acc_t(0));
-  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * blocks, grain_for(block_pixels * channels), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer, shift(channels);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / blocks, block = item % blocks;
@@ -282,7 +296,7 @@ at::Tensor group_norm_silu_cpu(const at::Tensor& input, const at::Tensor& weight
     const scalar_t* src = x.data_ptr<scalar_t>();
     scalar_t* dst = y.data_ptr<scalar_t>();
     if (layout_of(x) == at::MemoryFormat::ChannelsLast) {
-      at::parallel_for(0, batch * pixels, 64, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, batch * pixels, grain_for(channels), [&](int64_t begin, int64_t end) {
         std::vector<acc_t> in_buffer, out_buffer;
         for (int64_t item = begin; item < end; ++item) {
           const int64_t n = item / pixels;
@@ -294,7 +308,7 @@ at::Tensor group_norm_silu_cpu(const at::Tensor& input, const at::Tensor& weight
         }
       });
     } else {
-      at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, batch * channels, grain_for(pixels), [&](int64_t begin, int64_t end) {
         std::vector<acc_t> in_buffer, out_buffer;
         for (int64_t plane = begin; plane < end; ++plane) {
           for (int64_t i = 0; i < pixels; i += kChunk) {
@@ -341,7 +355,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_silu_backward_cpu(
       scalar_t* dxs = dx.data_ptr<scalar_t>();  // holds dz until the second pass
       scalar_t* s_dz = sum_dz.data_ptr<scalar_t>();
       scalar_t* s_dzx = sum_dz_xhat.data_ptr<scalar_t>();
-      at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, batch * channels, grain_for(pixels), [&](int64_t begin, int64_t end) {
         for (int64_t plane = begin; plane < end; ++plane) {
           const int64_t c = plane % channels, ng = (plane / channels) * groups + c / per_group;
           double acc_dz = 0.0, acc_dzx = 0.0;
@@ -361,7 +375,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_silu_backward_cpu(
           s_dzx[plane] = static_cast<scalar_t>(acc_dzx);
         }
       });
-      at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, batch * channels, grain_for(pixels), [&](int64_t begin, int64_t end) {
         for (int64_t plane = begin; plane < end; ++plane) {
           const int64_t n = plane / channels, c = plane % channels, g = c / per_group;
           const int64_t ng = n * groups + g;

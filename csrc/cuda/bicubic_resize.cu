@@ -155,8 +155,7 @@ at::Tensor bicubic_resize_cuda(const at::Tensor& x_in, int64_t out_h, int64_t ou
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::MemoryFormat layout = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(layout);
-  at::Tensor out =
-      at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().memory_format(layout));
+  at::Tensor out = new_output({x.size(0), x.size(1), out_h, out_w}, x.options(), layout);
   if (out.numel() == 0) return out;
   TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0, "x must have a non-empty H and W, got ", x.sizes());
   // Same size is a copy, as in ATen (the weights would be exactly (0, 1, 0, 0), but 0 * inf = nan).

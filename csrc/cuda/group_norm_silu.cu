@@ -310,7 +310,7 @@ at::Tensor group_norm_silu_cuda(const at::Tensor& x_in, const at::Tensor& weight
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::MemoryFormat layout = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(layout);
-  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(layout));
+  at::Tensor y = new_output(x.sizes(), x.options(), layout);
   if (x.numel() == 0) return y;
   const at::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const Geometry g = geometry_of(x, layout, groups);
@@ -344,7 +344,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_silu_backward_cuda(
   const at::MemoryFormat layout = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(layout);
   const at::Tensor grad_out = grad_out_in.contiguous(layout);
-  at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(layout));
+  at::Tensor grad_x = new_output(x.sizes(), x.options(), layout);
   if (x.numel() == 0) return {grad_x, at::zeros_like(weight_in), at::zeros_like(bias_in)};
   const at::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const Geometry g = geometry_of(x, layout, groups);
