@@ -104,8 +104,9 @@ def kernel_report() -> list[tuple[str, str]]:
 def _backend_or_error(op: str, device: str) -> str:
     try:
         return ops.choose(op, device)
-    except RuntimeError as error:
-        return f"unavailable ({error})"
+    except RuntimeError:  # a forced backend that cannot run here
+        forced = ops.forced_backend()
+        return f"{forced} unavailable: {ops.backend.reason_unavailable(forced, device)}"
 
 
 def print_rows(rows: list[tuple[str, str]]) -> None:

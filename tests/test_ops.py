@@ -176,6 +176,13 @@ def test_bicubic_resize_backward_is_the_adjoint(device, memory_format, sizes):
     assert_close(actual, expected, dtype)
 
 
+@pytest.mark.parametrize("memory_format", [NCHW, CL], ids=["nchw", "cl"])
+def test_bicubic_resize_gradcheck_cpu(memory_format):
+    x = random((1, 2, 5, 4), torch.float64, memory_format=memory_format).requires_grad_()
+    for size in ((3, 7), (9, 2)):
+        assert torch.autograd.gradcheck(lambda a: torch.ops.adaskip.bicubic_resize(a, *size), (x,))
+
+
 BRIDGE_CASES = [  # (C_in, H, W) -> (C_out, out_h, out_w): down to the middle, back up, odd sizes
     ((8, 16, 16), (16, 4, 4)), ((16, 4, 4), (8, 16, 16)), ((6, 5, 7), (10, 9, 3)),
     ((4, 3, 3), (5, 3, 3)),
@@ -236,6 +243,23 @@ def test_opcheck_native(name, args):
     if differentiable:
         args = tuple(a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(getattr(torch.ops.adaskip, name).default, args)
+
+
+TRITON_DEVICES = [
+    pytest.param("cpu", id="interpreter", marks=pytest.mark.skipif(
+        not ops.available("group_norm_silu", "triton", "cpu"), reason="needs TRITON_INTERPRET=1")),
+    CUDA_DEVICE,
+]
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("name", ["group_norm_silu", "group_norm_silu_conv3x3", "bicubic_bridge"])
+def test_opcheck_triton(device, name):
+    cases = {case.id: case.values[1] for case in opcheck_cases()}
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in cases[name])
+    if name != "group_norm_silu_conv3x3":
+        args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(getattr(torch.ops.adaskip, f"{name}_triton").default, args)
 
 
 @pytest.mark.slow

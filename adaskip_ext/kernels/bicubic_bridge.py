@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from .group_norm_silu import output_memory_format
+from .tiles import pixel_channel_tile
 
 _A = tl.constexpr(-0.75)  # ATen's bicubic (Keys) coefficient, non-antialiased path
 
@@ -63,17 +64,8 @@ def _bicubic_bridge_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Grid (cdiv(N*H_out*W_out, BLOCK_M), cdiv(C_out, BLOCK_N)): one [pixels, channels] tile."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    HW = H_out * W_out
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_mask = offs_m < N * HW
-    col_mask = offs_n < C_out
-    img = offs_m // HW
-    pix = offs_m % HW
-    oy = pix // W_out
-    ox = pix % W_out
+    img, oy, ox, offs_n, row_mask, col_mask = pixel_channel_tile(N, H_out, W_out, C_out, BLOCK_M,
+                                                                 BLOCK_N)
 
     # Taps and weights depend only on the output pixel: computed once, reused for every channel.
     y0, y1, y2, y3, wy0, wy1, wy2, wy3 = _source_taps(oy, scale_h, H_in)

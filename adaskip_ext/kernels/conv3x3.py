@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from .group_norm_silu import group_norm_affine, output_memory_format
+from .tiles import pixel_channel_tile
 
 
 @triton.jit
@@ -53,18 +54,8 @@ def _gn_silu_conv3x3_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Grid (cdiv(N*H*W, BLOCK_M), cdiv(C_out, BLOCK_N)): one [BLOCK_M pixels, BLOCK_N channels] tile."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    HW = H * W
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_mask = offs_m < N * HW
-    col_mask = offs_n < C_out
-    img = offs_m // HW
-    pix = offs_m % HW
-    oh = pix // W
-    ow = pix % W
-    img0 = (pid_m * BLOCK_M) // HW
+    img, oh, ow, offs_n, row_mask, col_mask = pixel_channel_tile(N, H, W, C_out, BLOCK_M, BLOCK_N)
+    img0 = (tl.program_id(0) * BLOCK_M) // (H * W)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_chunks = tl.cdiv(C_in, BLOCK_K)

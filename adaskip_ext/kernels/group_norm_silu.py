@@ -62,7 +62,8 @@ def _group_norm_silu_kernel(
     eps,
     SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Grid (N*G,): statistics of group (n, g), then y = silu(a*x + b) over the same elements."""
+    """Grid (N*G,): statistics of group (n, g), then y = silu(a*(x - mean) + beta) over the same
+    elements (centring first keeps precision when |mean| >> std)."""
     pid = tl.program_id(0)
     n_idx = pid // G
     g = pid % G
@@ -80,7 +81,7 @@ def _group_norm_silu_kernel(
         gamma = tl.load(w_ptr + c0 + c, mask=mask, other=0.0).to(tl.float32)
         beta = tl.load(b_ptr + c0 + c, mask=mask, other=0.0).to(tl.float32)
         a = rstd * gamma
-        y = a * v + (beta - a * mean)
+        y = a * (v - mean) + beta
         if SILU:
             y = y * tl.sigmoid(y)
         tl.store(y_ptr + y_base + y_offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -99,7 +100,8 @@ def _group_norm_affine_kernel(
     n_idx = pid // G
     g = pid % G
     c0 = g * C_G
-    mean, rstd = _group_mean_rstd(x_ptr, n_idx * sxN + c0 * sxC, C_G, HW, sxC, sxP, eps, CHANNELS_LAST, BLOCK)
+    mean, rstd = _group_mean_rstd(x_ptr, n_idx * sxN + c0 * sxC, C_G, HW, sxC, sxP, eps,
+                                  CHANNELS_LAST, BLOCK)
     c = c0 + tl.arange(0, BLOCK_C)
     mask = c < c0 + C_G
     gamma = tl.load(w_ptr + c, mask=mask, other=0.0).to(tl.float32)

@@ -60,10 +60,25 @@ __device__ Coord<index_t> coord_of(index_t i, const Resize<index_t>& r) {
   return p;
 }
 
-// Offsets of the four clamped taps along one axis.
+// The 4 x 4 taps of output element p: offsets (in the input's strides) and weights per axis.
 template <typename index_t>
-__device__ void tap_offsets(const CubicTaps& taps, index_t stride, index_t (&offsets)[4]) {
-  for (int k = 0; k < 4; ++k) offsets[k] = static_cast<index_t>(taps.index[k]) * stride;
+struct Taps2D {
+  index_t oy[4], ox[4];
+  float wy[4], wx[4];
+};
+
+template <typename index_t>
+__device__ Taps2D<index_t> taps_of(const Coord<index_t>& p, const Resize<index_t>& r) {
+  const CubicTaps ty = cubic_taps(r.scale_h, p.y, r.in_h);
+  const CubicTaps tx = cubic_taps(r.scale_w, p.x, r.in_w);
+  Taps2D<index_t> t;
+  for (int k = 0; k < 4; ++k) {
+    t.oy[k] = static_cast<index_t>(ty.index[k]) * r.stride_h;
+    t.ox[k] = static_cast<index_t>(tx.index[k]) * r.stride_w;
+    t.wy[k] = ty.weight[k];
+    t.wx[k] = tx.weight[k];
+  }
+  return t;
 }
 
 template <typename scalar_t, typename index_t, typename acc_t = at::opmath_type<scalar_t>>
@@ -72,23 +87,19 @@ __global__ void bicubic_resize_kernel(const scalar_t* __restrict__ in, scalar_t*
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * kThreads) {
     const Coord<index_t> p = coord_of(static_cast<index_t>(i), r);
-    const CubicTaps ty = cubic_taps(r.scale_h, p.y, r.in_h);
-    const CubicTaps tx = cubic_taps(r.scale_w, p.x, r.in_w);
-    index_t oy[4], ox[4];
-    tap_offsets(ty, r.stride_h, oy);
-    tap_offsets(tx, r.stride_w, ox);
+    const Taps2D<index_t> t = taps_of(p, r);
     const scalar_t* plane = in + p.n * r.stride_n + p.c * r.stride_c;
     // ATen's order: interpolate along x in each of the 4 tap rows, then along y.
     acc_t rows[4];
     for (int j = 0; j < 4; ++j) {
-      const scalar_t* row = plane + oy[j];
-      rows[j] = static_cast<acc_t>(row[ox[0]]) * tx.weight[0] +
-                static_cast<acc_t>(row[ox[1]]) * tx.weight[1] +
-                static_cast<acc_t>(row[ox[2]]) * tx.weight[2] +
-                static_cast<acc_t>(row[ox[3]]) * tx.weight[3];
+      const scalar_t* row = plane + t.oy[j];
+      rows[j] = static_cast<acc_t>(row[t.ox[0]]) * t.wx[0] +
+                static_cast<acc_t>(row[t.ox[1]]) * t.wx[1] +
+                static_cast<acc_t>(row[t.ox[2]]) * t.wx[2] +
+                static_cast<acc_t>(row[t.ox[3]]) * t.wx[3];
     }
-    out[i] = static_cast<scalar_t>(rows[0] * ty.weight[0] + rows[1] * ty.weight[1] +
-                                   rows[2] * ty.weight[2] + rows[3] * ty.weight[3]);
+    out[i] = static_cast<scalar_t>(rows[0] * t.wy[0] + rows[1] * t.wy[1] + rows[2] * t.wy[2] +
+                                   rows[3] * t.wy[3]);
   }
 }
 
@@ -101,16 +112,12 @@ __global__ void bicubic_resize_backward_kernel(const scalar_t* __restrict__ grad
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * kThreads) {
     const Coord<index_t> p = coord_of(static_cast<index_t>(i), r);
-    const CubicTaps ty = cubic_taps(r.scale_h, p.y, r.in_h);
-    const CubicTaps tx = cubic_taps(r.scale_w, p.x, r.in_w);
-    index_t oy[4], ox[4];
-    tap_offsets(ty, r.stride_h, oy);
-    tap_offsets(tx, r.stride_w, ox);
+    const Taps2D<index_t> t = taps_of(p, r);
     acc_t* plane = grad_in + p.n * r.stride_n + p.c * r.stride_c;
     const acc_t g = static_cast<acc_t>(grad_out[i]);
     for (int j = 0; j < 4; ++j) {
-      const acc_t gy = g * ty.weight[j];  // ATen's order: (g * wy) * wx
-      for (int k = 0; k < 4; ++k) atomicAdd(plane + oy[j] + ox[k], gy * tx.weight[k]);
+      const acc_t gy = g * t.wy[j];  // ATen's order: (g * wy) * wx
+      for (int k = 0; k < 4; ++k) atomicAdd(plane + t.oy[j] + t.ox[k], gy * t.wx[k]);
     }
   }
 }

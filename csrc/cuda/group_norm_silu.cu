@@ -91,11 +91,11 @@ __device__ Slot slot_of(const Geometry& g) {
   return s;
 }
 
-// Forward affine of channel c as PyTorch computes it: z = a * x + b, a = rstd * gamma,
-// b = beta - a * mean.
+// The affine of channel c: z = a * (x - mean) + beta, a = rstd * gamma. Centring first keeps
+// precision when |mean| >> std (PyTorch's a * x + (beta - a * mean) cancels there).
 template <typename acc_t>
 struct Affine {
-  acc_t mean, rstd, gamma, a, b;
+  acc_t mean, rstd, gamma, a, beta;
 };
 
 template <typename acc_t, typename param_t>
@@ -106,7 +106,7 @@ __device__ Affine<acc_t> affine_of(const Slot& s, const param_t* weight, const p
   p.rstd = rstd[s.stat];
   p.gamma = static_cast<acc_t>(weight[s.c]);
   p.a = p.rstd * p.gamma;
-  p.b = static_cast<acc_t>(bias[s.c]) - p.a * p.mean;
+  p.beta = static_cast<acc_t>(bias[s.c]);
   return p;
 }
 
@@ -163,7 +163,7 @@ __global__ void group_norm_silu_kernel(const scalar_t* __restrict__ x,
   const Affine<acc_t> p = affine_of(s, weight, bias, mean, rstd);
   for (int64_t hw = s.hw; hw < g.HW; hw += s.hw_step) {
     const int64_t i = s.offset + hw * g.hw_stride;
-    const acc_t z = p.a * static_cast<acc_t>(x[i]) + p.b;
+    const acc_t z = p.a * (static_cast<acc_t>(x[i]) - p.mean) + p.beta;
     y[i] = static_cast<scalar_t>(silu ? silu_of(z) : z);
   }
 }
@@ -184,7 +184,7 @@ __global__ void channel_sums_kernel(const scalar_t* __restrict__ grad_out,
     for (int64_t hw = s.hw; hw < g.HW; hw += s.hw_step) {
       const int64_t i = s.offset + hw * g.hw_stride;
       const acc_t v = static_cast<acc_t>(x[i]);
-      const acc_t dz = dz_of(static_cast<acc_t>(grad_out[i]), p.a * v + p.b, silu);
+      const acc_t dz = dz_of(static_cast<acc_t>(grad_out[i]), p.a * (v - p.mean) + p.beta, silu);
       sums.dz += dz;
       sums.dz_xhat += dz * ((v - p.mean) * p.rstd);
     }
@@ -235,7 +235,7 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out,
   for (int64_t hw = s.hw; hw < g.HW; hw += s.hw_step) {
     const int64_t i = s.offset + hw * g.hw_stride;
     const acc_t v = static_cast<acc_t>(x[i]);
-    const acc_t dz = dz_of(static_cast<acc_t>(grad_out[i]), p.a * v + p.b, silu);
+    const acc_t dz = dz_of(static_cast<acc_t>(grad_out[i]), p.a * (v - p.mean) + p.beta, silu);
     const acc_t xhat = (v - p.mean) * p.rstd;
     grad_x[i] = static_cast<scalar_t>(p.rstd * (dz * p.gamma - m1 - xhat * m2));
   }
