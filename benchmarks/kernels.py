@@ -60,22 +60,28 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def timer(device: str, repeats: int) -> Callable[[Callable[[], object]], float]:
-    """A function timing a callable in milliseconds on ``device``."""
+def timer(device: str, repeats: int) -> Callable[..., list[float]]:
+    """``measure(*fns)``: milliseconds per call of each function on ``device``.
+
+    CUDA: ``triton.testing.do_bench``. CPU: medians of ``repeats`` calls, the functions sampled
+    in turn, so that the drift of a shared machine hits the op and its baseline alike.
+    """
     if device == "cuda":
         import triton.testing
 
-        return lambda fn: float(triton.testing.do_bench(fn, warmup=25, rep=100))
+        return lambda *fns: [float(triton.testing.do_bench(fn, warmup=25, rep=100)) for fn in fns]
 
-    def median_ms(fn: Callable[[], object]) -> float:
+    def median_ms(*fns: Callable[[], object]) -> list[float]:
         for _ in range(3):
-            fn()
-        samples = []
+            for fn in fns:
+                fn()
+        samples: list[list[float]] = [[] for _ in fns]
         for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(samples)
+            for fn, times in zip(fns, samples):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+        return [statistics.median(times) for times in samples]
 
     return median_ms
 
@@ -85,14 +91,14 @@ def copy_bandwidth(device: str, measure: Callable) -> float:
     numel = (256 if device == "cuda" else 64) * 2**20 // 4
     src = torch.empty(numel, device=device)
     dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / measure(lambda: dst.copy_(src)) / 1e6
+    return 2 * src.numel() * 4 / measure(lambda: dst.copy_(src))[0] / 1e6
 
 
-def measure_on(backend: str, measure: Callable, fn: Callable[[], object]) -> float:
-    """``measure(fn)`` with every op forced onto ``backend`` (set once, outside the timing)."""
+def measure_on(backend: str, measure: Callable, *fns: Callable[[], object]) -> list[float]:
+    """``measure(*fns)`` with every op forced onto ``backend`` (set once, outside the timing)."""
     ops.set_backend(backend)
     try:
-        return measure(fn)
+        return measure(*fns)
     finally:
         ops.set_backend(None)
 
@@ -108,10 +114,12 @@ def bench_group_norm_silu(device, dtype, batches, measure, bandwidth) -> list[Ro
             x = torch.randn(batch, channels, resolution, resolution, device=device, dtype=dtype)
             weight = torch.randn(channels, device=device, dtype=dtype)
             bias = torch.randn(channels, device=device, dtype=dtype)
-            baseline = measure(lambda: F.silu(F.group_norm(x, GROUPS, weight, bias, EPS), inplace=True))
             minimum_bytes = 2 * x.numel() * x.element_size() + 2 * weight.numel() * weight.element_size()
             for backend in backends_for("group_norm_silu", device):
-                ms = measure_on(backend, measure, lambda: ops.group_norm_silu(x, weight, bias, GROUPS, EPS))
+                baseline, ms = measure_on(
+                    backend, measure,
+                    lambda: F.silu(F.group_norm(x, GROUPS, weight, bias, EPS), inplace=True),
+                    lambda: ops.group_norm_silu(x, weight, bias, GROUPS, EPS))
                 gbps = minimum_bytes / ms / 1e6
                 rows.append(Row("group_norm_silu", f"{batch}×{channels}×{resolution}²", str(dtype)[6:],
                                 backend, ms, "silu(group_norm) inplace", baseline, baseline / ms,
@@ -135,13 +143,12 @@ def bench_conv(device, dtype, batches, measure) -> list[Row]:
                 return F.conv2d(h, conv.weight, conv.bias, padding=1) + add[:, :, None, None]
 
             with torch.no_grad():
-                baseline = measure(composition)
-                native = (measure_on("native", measure, lambda: ops.group_norm_silu_conv3x3(*args))
-                          if ops.available("group_norm_silu_conv3x3", "native", device) else None)
                 flops = 2 * batch * resolution**2 * channels * channels * 9
+                native = None
                 for backend in backends_for("group_norm_silu_conv3x3", device):
-                    ms = native if backend == "native" else measure_on(
-                        backend, measure, lambda: ops.group_norm_silu_conv3x3(*args))
+                    baseline, ms = measure_on(backend, measure, composition,
+                                              lambda: ops.group_norm_silu_conv3x3(*args))
+                    native = ms if backend == "native" else native
                     row = Row("group_norm_silu_conv3x3", f"{batch}×{channels}×{resolution}²",
                               str(dtype)[6:], backend, ms, "silu(group_norm) → conv2d + add",
                               baseline, baseline / ms, tflops=flops / ms / 1e9)
@@ -159,13 +166,13 @@ def bench_bridge(device, dtype, batches, measure, bandwidth) -> list[Row]:
             weight = torch.randn(c_out, c_in, 1, 1, device=device, dtype=dtype) * 0.05
             bias = torch.randn(c_out, device=device, dtype=dtype)
             with torch.no_grad():
-                baseline = measure(lambda: F.conv2d(
-                    F.interpolate(x, size=(r_out, r_out), mode="bicubic", align_corners=False),
-                    weight, bias))
                 minimum_bytes = (x.numel() + batch * c_out * r_out**2) * x.element_size()
                 for backend in backends_for("bicubic_bridge", device):
-                    ms = measure_on(backend, measure,
-                                    lambda: ops.bicubic_bridge(x, r_out, r_out, weight, bias))
+                    baseline, ms = measure_on(
+                        backend, measure,
+                        lambda: F.conv2d(F.interpolate(x, size=(r_out, r_out), mode="bicubic",
+                                                       align_corners=False), weight, bias),
+                        lambda: ops.bicubic_bridge(x, r_out, r_out, weight, bias))
                     gbps = minimum_bytes / ms / 1e6
                     rows.append(Row("bicubic_bridge", f"{batch}×{c_in}×{r_in}² → {c_out}×{r_out}²",
                                     str(dtype)[6:], backend, ms, "interpolate(bicubic) → conv1x1",
