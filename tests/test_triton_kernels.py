@@ -7,35 +7,20 @@ shapes in float32, float16 and bfloat16.
 """
 from __future__ import annotations
 
-import importlib
 import os
-from types import ModuleType
 
 import pytest
 import torch
 
-# The interpreter is chosen when a kernel is decorated, so it must be set before the kernel
-# modules are imported.
+# conftest.py sets TRITON_INTERPRET=1 without CUDA, before any kernel module is imported (the
+# interpreter is chosen when a kernel is decorated).
+from adaskip_ext.kernels.bicubic_bridge import bicubic_bridge
+from adaskip_ext.kernels.conv3x3 import group_norm_silu_conv3x3
+from adaskip_ext.kernels.group_norm_silu import group_norm_affine, group_norm_silu
+from adaskip_ext.ops import reference
+
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
-from adaskip_ext.ops import reference  # noqa: E402
-
-
-def _load_kernel_modules() -> dict[str, ModuleType]:
-    """The kernel modules, re-imported so their kernels are decorated under TRITON_INTERPRET
-    even if another test module imported them first. Order matters: later ones import earlier ones."""
-    names = ("group_norm_silu", "conv3x3", "bicubic_bridge")
-    return {name: importlib.reload(importlib.import_module(f"adaskip_ext.kernels.{name}")) for name in names}
-
-
-KERNELS = _load_kernel_modules()
-group_norm_silu = KERNELS["group_norm_silu"].group_norm_silu
-group_norm_affine = KERNELS["group_norm_silu"].group_norm_affine
-group_norm_silu_conv3x3 = KERNELS["conv3x3"].group_norm_silu_conv3x3
-bicubic_bridge = KERNELS["bicubic_bridge"].bicubic_bridge
 
 CPU = pytest.param(
     "cpu", marks=pytest.mark.skipif(not INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1"), id="interp"

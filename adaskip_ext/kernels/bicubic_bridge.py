@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .group_norm_silu import output_memory_format
+from adaskip_ext.ops.reference import memory_format_of
+
 from .tiles import pixel_channel_tile
 
 _A = tl.constexpr(-0.75)  # ATen's bicubic (Keys) coefficient, non-antialiased path
@@ -135,7 +136,7 @@ def bicubic_bridge(
         raise ValueError(f"proj_weight must be ({c_out}, {c_in}, 1, 1) and proj_bias ({c_out},)")
     y_shape = (batch, c_out, out_h, out_w)
     if out is None:
-        out = torch.empty(y_shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
+        out = torch.empty(y_shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     elif out.shape != y_shape or out.dtype != x.dtype:
         raise ValueError(f"out must be {y_shape} of dtype {x.dtype}")
     if out.numel() == 0:

@@ -12,7 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .group_norm_silu import group_norm_affine, output_memory_format
+from adaskip_ext.ops.reference import memory_format_of
+
+from .group_norm_silu import group_norm_affine
 from .tiles import pixel_channel_tile
 
 
@@ -143,7 +145,7 @@ def group_norm_silu_conv3x3(
     if out is None:
         out = torch.empty(
             (batch, c_out, height, width), dtype=x.dtype, device=x.device,
-            memory_format=output_memory_format(x),
+            memory_format=memory_format_of(x),
         )
     if out.numel() == 0:
         return out

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from adaskip_ext.ops.reference import memory_format_of
+
 
 @triton.jit
 def _group_offsets(e, C_G, HW, sC, sP, CHANNELS_LAST: tl.constexpr):
@@ -119,13 +121,7 @@ def _standard_layout(t: torch.Tensor) -> torch.Tensor:
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
-    """Whether t is channels_last and not also NCHW-contiguous (C == 1 or H*W == 1 count as NCHW)."""
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
-def output_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """The memory format the launchers give outputs: channels_last iff x is channels_last."""
-    return torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    return memory_format_of(t) == torch.channels_last
 
 
 def _strides_ncp(t: torch.Tensor) -> tuple[int, int, int]:
@@ -173,7 +169,7 @@ def group_norm_silu(
     _check_inputs(x, weight, bias, groups)
     x = _standard_layout(x)
     if out is None:
-        out = torch.empty_like(x, memory_format=output_memory_format(x))
+        out = torch.empty_like(x, memory_format=memory_format_of(x))
     elif out.shape != x.shape or out.dtype != x.dtype or _standard_layout(out) is not out:
         raise ValueError("out must match x's shape and dtype and be NCHW-contiguous or channels_last")
     batch, channels, height, width = x.shape
