@@ -1,4 +1,6 @@
 // CUDA GroupNorm (+ SiLU) forward and backward for NCHW and channels_last inputs.
+// Forward: one block per (n, group) holding the group in shared memory when it fits (one read of
+// x); otherwise, and for the backward, the passes below.
 // Statistics: one block per (n, group), Welford in the accumulation type. Per-element passes:
 // blocks of (image, channel tile) x pixel chunks, so each thread keeps one channel's constants and
 // a warp reads contiguous memory in both layouts (32 pixels of a plane, or 32 channels of a pixel).
@@ -22,6 +24,9 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxGridY = 65535;
+// Groups up to this size take the one-pass kernel (the default dynamic shared memory limit; the
+// U-Net's groups are 4-8 channels x 32x32 at most = 32 KiB in fp32).
+constexpr int64_t kOnePassSharedBytes = 48 * 1024;
 
 // Where x[n, c, hw] lives in a dense NCHW or channels_last tensor, and how the per-channel
 // kernels tile it: a block covers `width` consecutive channels (32 in channels_last, 1 in NCHW).
@@ -165,6 +170,73 @@ __global__ void group_norm_silu_kernel(const scalar_t* __restrict__ x,
     const int64_t i = s.offset + hw * g.hw_stride;
     const acc_t z = p.a * (static_cast<acc_t>(x[i]) - p.mean) + p.beta;
     y[i] = static_cast<scalar_t>(silu ? silu_of(z) : z);
+  }
+}
+
+// The sum of v over the block, returned to every thread. Every thread of the block must call it.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t v) {
+  __shared__ acc_t warp_sums[kThreads / 32];
+  __shared__ acc_t total;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < kThreads / 32 ? warp_sums[lane] : acc_t(0);
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (lane == 0) total = v;
+  }
+  __syncthreads();
+  const acc_t result = total;
+  __syncthreads();  // everyone has read `total` before a next call overwrites it
+  return result;
+}
+
+// Offset (from the group's first element) and channel (within the group) of element e of a
+// group, walked in memory order: (c, hw) in NCHW, (hw, c) in channels_last.
+__device__ int64_t group_offset(int64_t e, const Geometry& g, int64_t* channel) {
+  if (g.channels_last) {
+    *channel = e % g.group_channels;
+    return (e / g.group_channels) * g.C + *channel;
+  }
+  *channel = e / g.HW;
+  return e;
+}
+
+// One block per (n, group) whose values fit in shared memory: x is read once, the mean and the
+// centred variance come from shared memory (exact two-pass, no cancellation), then y is written:
+// one read and one write of x, against two reads for statistics + apply.
+template <typename scalar_t, typename param_t, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void group_norm_silu_one_pass_kernel(const scalar_t* __restrict__ x,
+                                                const param_t* __restrict__ weight,
+                                                const param_t* __restrict__ bias,
+                                                scalar_t* __restrict__ y, Geometry g, acc_t eps,
+                                                bool silu) {
+  extern __shared__ unsigned char shared_bytes[];
+  acc_t* values = reinterpret_cast<acc_t*>(shared_bytes);
+  const int64_t n = blockIdx.x / g.groups;
+  const int64_t c0 = (blockIdx.x % g.groups) * g.group_channels;
+  const int64_t count = g.group_channels * g.HW;
+  const int64_t base = n * g.C * g.HW + c0 * g.c_stride;
+  int64_t channel;
+  acc_t sum = acc_t(0);
+  for (int64_t e = threadIdx.x; e < count; e += kThreads) {
+    values[e] = static_cast<acc_t>(x[base + group_offset(e, g, &channel)]);
+    sum += values[e];
+  }
+  const acc_t mean = block_sum(sum) / static_cast<acc_t>(count);
+  acc_t squares = acc_t(0);
+  for (int64_t e = threadIdx.x; e < count; e += kThreads) {
+    const acc_t d = values[e] - mean;
+    squares += d * d;
+  }
+  const acc_t rstd = acc_t(1) / std::sqrt(block_sum(squares) / static_cast<acc_t>(count) + eps);
+  for (int64_t e = threadIdx.x; e < count; e += kThreads) {
+    const int64_t offset = group_offset(e, g, &channel);
+    const acc_t a = rstd * static_cast<acc_t>(weight[c0 + channel]);
+    const acc_t z = a * (values[e] - mean) + static_cast<acc_t>(bias[c0 + channel]);
+    y[base + offset] = static_cast<scalar_t>(silu ? silu_of(z) : z);
   }
 }
 
@@ -314,6 +386,24 @@ at::Tensor group_norm_silu_cuda(const at::Tensor& x_in, const at::Tensor& weight
   if (x.numel() == 0) return y;
   const at::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const Geometry g = geometry_of(x, layout, groups);
+  const int64_t acc_size = x.scalar_type() == at::kDouble ? 8 : 4;
+  const int64_t group_bytes = g.group_channels * g.HW * acc_size;
+  if (group_bytes <= kOnePassSharedBytes) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_silu_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      with_param_type<scalar_t>(weight, [&](auto tag) {
+        using param_t = decltype(tag);
+        group_norm_silu_one_pass_kernel<scalar_t, param_t>
+            <<<static_cast<unsigned>(x.size(0) * g.groups), kThreads, group_bytes,
+               at::cuda::getCurrentCUDAStream()>>>(
+                x.const_data_ptr<scalar_t>(), weight.const_data_ptr<param_t>(),
+                bias.const_data_ptr<param_t>(), y.mutable_data_ptr<scalar_t>(), g,
+                static_cast<acc_t>(eps), silu);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+    return y;
+  }
   const Stats st = group_stats(x, g, eps);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_silu_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
