@@ -14,6 +14,7 @@ import torch
 
 # conftest.py sets TRITON_INTERPRET=1 without CUDA, before any kernel module is imported (the
 # interpreter is chosen when a kernel is decorated).
+from adaskip_ext.kernels import tiles
 from adaskip_ext.kernels.bicubic_bridge import bicubic_bridge
 from adaskip_ext.kernels.conv3x3 import group_norm_silu_conv3x3
 from adaskip_ext.kernels.group_norm_silu import group_norm_affine, group_norm_silu
@@ -306,3 +307,21 @@ def test_bicubic_bridge_writes_every_element_of_out(device: str, layout: torch.m
     assert y is out and not torch.isnan(out).any()
     expected = reference.bicubic_bridge(x, 7, 7, proj_w, proj_b)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_tile_ladder_fills_the_multiprocessors(monkeypatch: pytest.MonkeyPatch) -> None:
+    device = torch.device("cpu")
+    assert tiles.gemm_tile_config(8 * 1024, 128, 128, device) == (64, 128, 32)  # 1 "SM"
+    monkeypatch.setattr(tiles, "multiprocessor_count", lambda device: 132)
+    assert tiles.gemm_tile_config(128 * 1024, 256, 256, device) == (64, 128, 32)  # 2048 tiles
+    assert tiles.gemm_tile_config(8 * 1024, 128, 128, device) == (64, 64, 32)  # 128 -> 256
+    assert tiles.gemm_tile_config(1024, 128, 128, device) == (32, 32, 32)  # batch 1: smallest
+    assert tiles.gemm_tile_config(64, 8, 10, device) == (32, 32, 16)
+
+
+@pytest.mark.parametrize("device", [CPU, GPU])
+def test_smallest_tiles_match_reference(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 32 x 32 tiles that small batches get on a GPU, forced by pretending to have many SMs."""
+    monkeypatch.setattr(tiles, "multiprocessor_count", lambda device: 10**6)
+    _check_conv(device, 2, 12, 40, 5, 7, 4, torch.float32, CL, True, NCHW)
+    _check_bridge(device, 2, 12, 40, (6, 5), (3, 7), torch.float32, NCHW)

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from adaskip_ext.ops.reference import memory_format_of
 
-from .tiles import pixel_channel_tile
+from .tiles import gemm_tile_config, pixel_channel_tile
 
 _A = tl.constexpr(-0.75)  # ATen's bicubic (Keys) coefficient, non-antialiased path
 
@@ -107,13 +107,6 @@ def _fp32_ratio(numerator: int, denominator: int) -> float:
     return ratio.item()
 
 
-def _tile_config(c_in: int, c_out: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K) by shape: BLOCK_K never exceeds C_in rounded up to 16."""
-    block_n = min(128, max(32, triton.next_power_of_2(c_out)))
-    block_k = 32 if c_in > 16 else 16
-    return 64, block_n, block_k
-
-
 def bicubic_bridge(
     x: torch.Tensor,
     out_h: int,
@@ -143,7 +136,7 @@ def bicubic_bridge(
         return out
     # W^T [C_in, C_out] row-major, in x's dtype so tl.dot sees matching inputs.
     w = proj_weight.to(x.dtype).reshape(c_out, c_in).t().contiguous()
-    block_m, block_n, block_k = _tile_config(c_in, c_out)
+    block_m, block_n, block_k = gemm_tile_config(batch * out_h * out_w, c_in, c_out, x.device)
     grid = (triton.cdiv(batch * out_h * out_w, block_m), triton.cdiv(c_out, block_n))
     _bicubic_bridge_kernel[grid](
         x, w, proj_bias.contiguous(), out,

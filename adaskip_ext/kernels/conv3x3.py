@@ -15,7 +15,7 @@ import triton.language as tl
 from adaskip_ext.ops.reference import memory_format_of
 
 from .group_norm_silu import group_norm_affine
-from .tiles import pixel_channel_tile
+from .tiles import gemm_tile_config, pixel_channel_tile
 
 
 @triton.jit
@@ -89,13 +89,6 @@ def _gn_silu_conv3x3_kernel(
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def _tile_config(c_in: int, c_out: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K) by shape: BLOCK_K never exceeds C_in rounded up to 16."""
-    block_n = min(128, max(32, triton.next_power_of_2(c_out)))
-    block_k = 32 if c_in > 16 else 16
-    return 64, block_n, block_k
-
-
 def _check_shapes(
     x: torch.Tensor,
     conv_weight: torch.Tensor,
@@ -152,8 +145,8 @@ def group_norm_silu_conv3x3(
     scale, shift = group_norm_affine(x, gn_weight, gn_bias, groups, eps)
     # [K, C_out] with K in (kh, kw, ci) order, in x's dtype so tl.dot sees matching inputs.
     w = conv_weight.to(x.dtype).permute(2, 3, 1, 0).contiguous().view(9 * c_in, c_out)
-    block_m, block_n, block_k = _tile_config(c_in, c_out)
     hw = height * width
+    block_m, block_n, block_k = gemm_tile_config(batch * hw, c_in, c_out, x.device)
     grid = (triton.cdiv(batch * hw, block_m), triton.cdiv(c_out, block_n))
     # Absent optional inputs: pass out as a never-read placeholder pointer with zero strides.
     add_t = add if add is not None else out
