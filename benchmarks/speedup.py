@@ -1,0 +1,111 @@
+"""Time saved by the skip schedule (the paper's Table 2): each skip type × c, against c = 0.
+
+    python benchmarks/speedup.py --quick          # CPU-sized: DDIM-20 and strided DDPM-20, batch 1
+    python benchmarks/speedup.py --device cuda    # DDIM 100 uniform steps and DDPM 1000 steps
+
+The DDPM CIFAR-10 U-Net with random weights (time does not depend on them). For every skip type,
+sampler and c, whole sampling runs at c and at c = 0 are timed in turn and the medians compared
+within the run. Beside each measured saving stand the three ideals of ``adaskip_ext.costs`` for
+that schedule (FLOP, op-count and parameter shares). Writes
+benchmarks/results/speedup-<device>.{json,md} naming the device, torch version and commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from adaskip_ext import costs
+from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig
+from adaskip_ext.sampler import SamplerConfig, SamplingPlan, sample_images
+from adaskip_ext.schedule import SkipSchedule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernels import RESULTS, device_name, git_commit  # noqa: E402
+
+C_VALUES = (1.0, 2.0, 3.0, 5.0)
+
+
+def sampling_seconds(model: AdaptiveUNet, sampler: str, steps: int, c: float, batch: int,
+                     device: str) -> float:
+    """Wall time of one whole sampling run of ``batch`` images."""
+    start = time.perf_counter()
+    sample_images(model, batch, sampler=sampler, steps=steps, batch_size=batch, device=device,
+                  schedule=SkipSchedule(model.num_levels, c=c), progress=False)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(model, sampler, steps, c, batch, device, repeats) -> tuple[float, float]:
+    """Median seconds at c = 0 and at c, the two runs taken in turn."""
+    sampling_seconds(model, sampler, steps, c, batch, device)  # warm-up
+    full, skipped = [], []
+    for _ in range(repeats):
+        full.append(sampling_seconds(model, sampler, steps, 0.0, batch, device))
+        skipped.append(sampling_seconds(model, sampler, steps, c, batch, device))
+    return statistics.median(full), statistics.median(skipped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true",
+                        help="20 steps for both samplers (the k shares of a uniform sequence "
+                             "do not depend much on its length)")
+    parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser.add_argument("--skip-types", nargs="+", default=list(SKIP_TYPES), choices=SKIP_TYPES)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("speedup.py: --device cuda: no CUDA device is available", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    samplers = {"ddim": 20, "ddpm": 20} if args.quick else {"ddim": 100, "ddpm": 1000}
+    rows = []
+    for skip_type in args.skip_types:
+        torch.manual_seed(0)
+        model = AdaptiveUNet(UNetConfig.ddpm_cifar10(), skip_type).to(args.device).eval()
+        share = costs.shares(costs.depth_costs(model))
+        for sampler, steps in samplers.items():
+            for c in C_VALUES:
+                full, skipped = measure(model, sampler, steps, c, args.batch, args.device,
+                                        args.repeats)
+                plan = SamplingPlan.build(SamplerConfig(sampler, steps),
+                                          SkipSchedule(model.num_levels, c=c), 1000)
+                ideal = costs.ideal_savings(share, list(plan.skip_levels))
+                rows.append({"skip_type": skip_type, "sampler": sampler, "steps": steps, "c": c,
+                             "full_s": full, "skipped_s": skipped, "saved": 1 - skipped / full,
+                             **{f"ideal_{name}": value for name, value in ideal.items()}})
+                print(f"{skip_type:<11} {sampler}-{steps:<4} c={c:g}: saved {rows[-1]['saved']:6.1%} "
+                      f"(ideals: FLOPs {ideal['flops']:.1%}, ops {ideal['ops']:.1%}, "
+                      f"params {ideal['params']:.1%})", flush=True)
+    meta = {"device": device_name(args.device), "torch": torch.__version__, "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "batch": args.batch,
+            "quick": args.quick, "repeats": args.repeats}
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"speedup-{args.device}"
+    stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    lines = [f"# Time saved by the skip schedule: {meta['device']}", "",
+             f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; DDPM CIFAR-10 U-Net, "
+             f"batch {args.batch}, median of {args.repeats} runs at c and at c = 0 taken in turn. "
+             "Ideals: the time saved if time followed the FLOP, op-count or parameter share of "
+             "each step's k.", "",
+             "| skip type | sampler | c | c = 0 (s) | c (s) | saved | ideal FLOPs | ideal ops | ideal params |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['skip_type']} | {r['sampler']}-{r['steps']} | {r['c']:g} | {r['full_s']:.2f} | "
+                     f"{r['skipped_s']:.2f} | {r['saved']:.1%} | {r['ideal_flops']:.1%} | "
+                     f"{r['ideal_ops']:.1%} | {r['ideal_params']:.1%} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
