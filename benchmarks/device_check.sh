@@ -1,29 +1,64 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a lent GPU machine (see the README's "Kernels" section):
-# build the extension there, run the GPU-marked tests, time the kernels. Everything it writes
-# goes to $OUT (default benchmarks/results/device): build.log, tests.log, kernels-cuda.{json,md}.
-#   bash benchmarks/device_check.sh
+# Everything a lent GPU machine must check, in one call (under 5 minutes on an H100):
+# build and install the extension against the machine's torch, run the GPU-marked tests, then
+# benchmarks/kernels.py and benchmarks/speedup.py at sizes that fit. Without a GPU (or with
+# --cpu) it runs the same stages in CPU mode at small sizes, skipping the build; CI runs that.
+#   bash benchmarks/device_check.sh OUT_DIR [--cpu]
+# OUT_DIR receives at most 8 files: log.txt (every stage's output), tests.txt, the benchmarks'
+# JSON files and summary.md (device, test tally and every table), which is also printed last.
 set -uo pipefail
+usage="usage: bash benchmarks/device_check.sh OUT_DIR [--cpu]"
+[[ $# -ge 1 && $1 != -* ]] || { echo "$usage" >&2; exit 2; }
+out=$(mkdir -p "$1" && cd "$1" && pwd) || { echo "device_check.sh: cannot create $1" >&2; exit 2; }
 cd "$(dirname "$0")/.."
-OUT="${OUT:-benchmarks/results/device}"
-mkdir -p "$OUT"
-status=0
-
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/device.txt" 2>&1
-python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$OUT/device.txt" 2>&1
-git rev-parse --short HEAD >> "$OUT/device.txt" 2>/dev/null
-
-# Build in place against the machine's torch (never let pip resolve torch there).
-if ! TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" ADASKIP_FORCE_CUDA=1 \
-    python setup.py build_ext --inplace > "$OUT/build.log" 2>&1; then
-  echo "build failed; see $OUT/build.log"; tail -20 "$OUT/build.log"; exit 1
+PY=${PYTHON:-python3}
+mode=cuda
+if [[ ${2:-} == --cpu ]] || ! $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  mode=cpu
 fi
+log="$out/log.txt"
+: > "$log"
+failed=()
 
-# The GPU-marked tests, from tests/ so that the in-place build in adaskip_ext/ is imported.
-PYTHONPATH="$PWD" python -m pytest -q -p no:cacheprovider -m gpu tests > "$OUT/tests.log" 2>&1 || status=1
-tail -5 "$OUT/tests.log"
+# stage NAME COMMAND...: run one stage, its output appended to log.txt, its time noted.
+stage() {
+  local name=$1 start=$SECONDS; shift
+  echo "== $name: $*" >> "$log"
+  if "$@" >> "$log" 2>&1; then echo "== $name: ok in $((SECONDS - start)) s" >> "$log"
+  else echo "== $name: FAILED in $((SECONDS - start)) s" >> "$log"; failed+=("$name"); fi
+}
 
-PYTHONPATH="$PWD" python benchmarks/kernels.py --device cuda > "$OUT/kernels.log" 2>&1 || status=1
-cp benchmarks/results/kernels-cuda.json benchmarks/results/kernels-cuda.md "$OUT/" 2>/dev/null
-tail -12 "$OUT/kernels.log"
-exit $status
+{
+  echo "# Device check ($mode)"; echo
+  $PY -c "import torch, triton, platform; print('torch', torch.__version__, '| triton', triton.__version__, '| python', platform.python_version())"
+  [[ $mode == cuda ]] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo "${ADASKIP_COMMIT:-unknown}")"
+} > "$out/summary.md" 2>&1
+
+if [[ $mode == cuda ]]; then
+  # Never let pip resolve torch there: build against the one installed.
+  stage build env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
+    ADASKIP_FORCE_CUDA=1 $PY -m pip install -q --no-build-isolation --no-deps .
+  # -P: import the installed package, not the source tree (which has no compiled _C).
+  # Spread over 8 workers where pytest-xdist is there: Triton compiles each specialisation.
+  workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
+  stage tests $PY -P -m pytest -q -p no:cacheprovider -m gpu -rfE $workers tests
+  kernels=(--device cuda)
+  speedup=(--device cuda --quick --repeats 3)
+else
+  stage tests $PY -P -m pytest -q -p no:cacheprovider -m gpu tests
+  kernels=(--device cpu --batches 1 --repeats 5 --ops group_norm_silu)
+  speedup=(--device cpu --quick --repeats 1 --skip-types zero)
+fi
+grep -E "[0-9]+ (passed|failed|skipped|deselected|errors?)" "$log" | tail -1 > "$out/tests.txt"
+stage kernels $PY benchmarks/kernels.py "${kernels[@]}" --out "$out"
+stage speedup $PY benchmarks/speedup.py "${speedup[@]}" --out "$out"
+
+{
+  echo; echo "tests: $(cat "$out/tests.txt")"
+  grep -E "^== .*(ok|FAILED) in" "$log"
+  for table in "$out"/*.md; do [[ $table == "$out/summary.md" ]] || { echo; cat "$table"; rm "$table"; }; done
+  echo; echo "failed stages: ${failed[*]:-none}"
+} >> "$out/summary.md"
+cat "$out/summary.md"
+[[ ${#failed[@]} -eq 0 ]]

@@ -7,15 +7,12 @@ Times are medians of repeats (CPU) or ``triton.testing.do_bench`` (CUDA). Memory
 report GB/s over the minimum bytes (one read of x, one write of y, the parameters) and that as a
 share of the measured device copy bandwidth; the fused conv reports TFLOP/s. Targets are speed
 ratios against the baseline measured in the same run. Writes JSON and a markdown table to
-benchmarks/results/kernels-<device>.{json,md} with the device, torch version and commit.
+benchmarks/results/kernels-<device>.{json,md} (or --out DIR) with the device, torch version and commit.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +24,9 @@ import torch.nn.functional as F
 
 from adaskip_ext import ops
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_out_argument, metadata, write_results  # noqa: E402
+
 GROUPS, EPS = 32, 1e-6
 # (channels, resolution) of the DDPM CIFAR-10 U-Net's levels.
 LEVELS = [(128, 32), (256, 16), (256, 8), (256, 4)]
@@ -180,23 +179,6 @@ def bench_bridge(device, dtype, batches, measure, bandwidth) -> list[Row]:
     return rows
 
 
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True, cwd=RESULTS.parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
-        return commit + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
 def markdown(meta: dict, rows: list[Row]) -> str:
     lines = [f"# Kernel benchmarks: {meta['device']}", "",
              f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; copy bandwidth "
@@ -252,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch sizes (default: 1 8 on CPU; 1 8 64 128 on CUDA)")
     parser.add_argument("--repeats", type=int, default=30, help="CPU repeats per median")
     parser.add_argument("--ops", nargs="+", default=list(ops.OPS), choices=ops.OPS)
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("kernels.py: --device cuda: no CUDA device is available", file=sys.stderr)
@@ -270,16 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_conv(args.device, dtype, conv_batches, measure)
         if "bicubic_bridge" in args.ops:
             rows += bench_bridge(args.device, dtype, batches, measure, bandwidth)
-    meta = {"device": device_name(args.device), "torch": torch.__version__, "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "copy_bandwidth_gbps": bandwidth, "batches": batches}
+    meta = {**metadata(args.device), "copy_bandwidth_gbps": bandwidth, "batches": batches}
     meta["targets"] = check_targets(args.device, rows)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"kernels-{args.device}"
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]},
-                                                    indent=2) + "\n")
     table = markdown(meta, rows)
-    stem.with_suffix(".md").write_text(table)
+    write_results(args.out, f"kernels-{args.device}", meta, [asdict(r) for r in rows], table)
     print(table)
     return 0
 

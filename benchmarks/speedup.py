@@ -7,12 +7,11 @@ The DDPM CIFAR-10 U-Net with random weights (time does not depend on them). For 
 sampler and c, whole sampling runs at c and at c = 0 are timed in turn and the medians compared
 within the run. Beside each measured saving stand the three ideals of ``adaskip_ext.costs`` for
 that schedule (FLOP, op-count and parameter shares). Writes
-benchmarks/results/speedup-<device>.{json,md} naming the device, torch version and commit.
+benchmarks/results/speedup-<device>.{json,md} (or --out DIR) naming the device, torch version and commit.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from adaskip_ext.sampler import SamplerConfig, SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import RESULTS, device_name, git_commit  # noqa: E402
+from common import add_out_argument, metadata, write_results  # noqa: E402
 
 C_VALUES = (1.0, 2.0, 3.0, 5.0)
 
@@ -62,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     parser.add_argument("--skip-types", nargs="+", default=list(SKIP_TYPES), choices=SKIP_TYPES)
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("speedup.py: --device cuda: no CUDA device is available", file=sys.stderr)
@@ -86,12 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{skip_type:<11} {sampler}-{steps:<4} c={c:g}: saved {rows[-1]['saved']:6.1%} "
                       f"(ideals: FLOPs {ideal['flops']:.1%}, ops {ideal['ops']:.1%}, "
                       f"params {ideal['params']:.1%})", flush=True)
-    meta = {"device": device_name(args.device), "torch": torch.__version__, "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "batch": args.batch,
-            "quick": args.quick, "repeats": args.repeats}
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"speedup-{args.device}"
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    meta = {**metadata(args.device), "batch": args.batch, "quick": args.quick,
+            "repeats": args.repeats}
     lines = [f"# Time saved by the skip schedule: {meta['device']}", "",
              f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; DDPM CIFAR-10 U-Net, "
              f"batch {args.batch}, median of {args.repeats} runs at c and at c = 0 taken in turn. "
@@ -103,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['skip_type']} | {r['sampler']}-{r['steps']} | {r['c']:g} | {r['full_s']:.2f} | "
                      f"{r['skipped_s']:.2f} | {r['saved']:.1%} | {r['ideal_flops']:.1%} | "
                      f"{r['ideal_ops']:.1%} | {r['ideal_params']:.1%} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, f"speedup-{args.device}", meta, rows, "\n".join(lines) + "\n")
     return 0
 
 

@@ -66,3 +66,16 @@ def random_inputs(config: UNetConfig, batch: int = 2, seed: int = 0) -> tuple[to
     t = torch.randint(0, 1000, (batch,), generator=generator)
     t[0] = 999  # always include the noisiest timestep (largest sinusoid angles)
     return x, t
+
+
+@pytest.fixture
+def no_tf32():
+    """Keep CUDA convolutions and matmuls in full fp32 so fp32 results compare at ~1e-5 (APIs that
+    exist from torch 2.4 to 2.14; `torch.backends.cuda.matmul.allow_tf32` breaks on 2.11)."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)

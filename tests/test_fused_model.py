@@ -62,3 +62,27 @@ def test_fused_training_gradients_match_plain(tiny_config, skip_type):
                 assert a.grad is None or not a.grad.any(), name
                 continue
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", [None, "native", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_matches_plain_on_cuda(backend, dtype, no_tf32):
+    """The whole CIFAR-10 network on the GPU: fused CUDA/Triton kernels against plain PyTorch."""
+    config = UNetConfig.ddpm_cifar10()
+    fused, plain = fused_and_plain(config, "interpolate")
+    fused, plain = fused.to("cuda", dtype), plain.to("cuda", dtype)
+    x, t = random_inputs(config, batch=3)
+    x, t = x.to("cuda", dtype), t.to("cuda")
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    try:
+        ops.set_backend(backend)
+        with torch.no_grad():
+            for k in range(config.num_levels):
+                expected = plain(x, t, skip_levels=k).float()
+                actual = fused(x, t, skip_levels=k).float()
+                error = (actual - expected).norm() / expected.norm()
+                assert error < tolerance, (k, error.item())
+    finally:
+        ops.set_backend(None)

@@ -35,16 +35,8 @@ TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
 @pytest.fixture(autouse=True)
-def _no_tf32():
-    """Keep the CUDA reference convolutions and matmuls in full fp32 so fp32 can be compared at
-    ~1e-5 (APIs that exist from torch 2.4 to 2.14; `cuda.matmul.allow_tf32` does not on 2.11)."""
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
-            yield
-    finally:
-        torch.set_float32_matmul_precision(precision)
+def _full_fp32(no_tf32):
+    """Every case here compares fp32 at ~1e-5: TF32 off."""
 
 
 def _randn(

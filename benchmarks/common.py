@@ -1,0 +1,51 @@
+"""What every benchmark shares: where results go, and the device, torch version and commit they name."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    """The short commit (``+changes`` when tracked files differ); ``$ADASKIP_COMMIT`` where the
+    tree travelled without its history (a lent GPU machine); else "unknown"."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True, cwd=RESULTS.parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
+        return commit + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("ADASKIP_COMMIT", "unknown")
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def metadata(device: str) -> dict:
+    """Device, torch version, commit and date, for the head of every result file."""
+    return {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def add_out_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help=f"folder for the JSON and markdown results (default: {RESULTS})")
+
+
+def write_results(out: Path, stem: str, meta: dict, rows: list[dict], table: str) -> None:
+    """``out/stem.json`` (meta + rows) and ``out/stem.md`` (the table)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table)
