@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from . import cli
+from . import cli, graphs
 from .checkpoints import load_model
 from .embedded import default_checkpoint
 from .images import grid, save_image_folder, save_npz, save_png, to_uint8
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="samples", help="output directory")
     parser.add_argument("--save-images", action="store_true", help="also write OUT/images/NNNNNN.png")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT")
+    parser.add_argument("--no-graphs", action="store_true",
+                        help="run every step op by op; by default a CUDA device replays one CUDA "
+                             "graph per k (CPU runs are always eager)")
     parser.add_argument("--compare-full", action="store_true",
                         help="also time the same run at k = 0 and report the time saved")
     return parser
@@ -115,7 +118,7 @@ def timed_sampling(model: AdaptiveUNet, args: argparse.Namespace, schedule: Skip
     samples = sample_images(model, args.num_samples, sampler=args.sampler, steps=args.steps,
                             eta=args.eta, time_seq=args.time_seq, clip_x0=args.clip_x0, schedule=schedule,
                             batch_size=args.batch_size, seed=args.seed, device=device,
-                            dtype=DTYPES[args.dtype])
+                            dtype=DTYPES[args.dtype], graphs=not args.no_graphs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return samples, time.perf_counter() - started
@@ -142,7 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise UserFacingError(f"--steps: {error}") from None
     model = model.to(device=device, dtype=DTYPES[args.dtype]).eval()
-    warm_up(model, min(args.batch_size, args.num_samples), set(plan.skip_levels) | {0})
+    levels = set(plan.skip_levels) | ({0} if args.compare_full else set())
+    warm_up(model, args.batch_size, levels)
+    capture = None
+    if device.type == "cuda" and not args.no_graphs:
+        capture = graphs.graphs_for(model, config, levels, args.batch_size, DTYPES[args.dtype],
+                                    device).report
     print(f"{checkpoint}: skip type {model.skip_type}, {model.num_levels} levels, "
           f"schedule {schedule.describe()}, {args.sampler} {args.steps} {args.time_seq} steps, "
           f"{args.num_samples} samples on {device} ({args.dtype})")
@@ -159,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, count in counts.items():
         print(f"  {k}  {count:5d}  {count / len(plan.skip_levels):5.1%}")
     print(f"wall time: {seconds:.2f} s ({args.num_samples / seconds:.1f} samples/s)")
+    print(f"execution: {capture.describe() if capture else 'eager (no CUDA graphs)'}")
     if args.compare_full:
         _, full_seconds = timed_sampling(model, args, SkipSchedule(model.num_levels, c=0.0), device)
         print(f"same run at k = 0: {full_seconds:.2f} s; time saved: {1 - seconds / full_seconds:.1%}")

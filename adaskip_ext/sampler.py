@@ -1,6 +1,6 @@
 """The sampling loop: DDPM ancestral or DDIM steps, running the model at k(t_i) at each step.
 
-No I/O and no graph capture here. Randomness: samples are numbered globally and cut into
+No I/O and no graph capture here (``graphs.py`` runs the steps). Randomness: samples are numbered globally and cut into
 batches of ``batch_size``; batch b draws x_T and then each step's noise from a CPU generator
 seeded by (seed, b), always at the full ``(batch_size, C, H, W)`` shape, so the same seed and
 batch size give the same images whatever the device, device count or execution path.
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import DiffusionConfig, ddim_step, ddpm_step
+from .diffusion import DiffusionConfig
+from .graphs import Steps, steps_for
 from .model import AdaptiveUNet
 from .schedule import SkipSchedule
-
-SamplerName = Literal["ddpm", "ddim"]
-TimeSequence = Literal["uniform", "quad"]
+from .step import DeviceSchedule, SamplerConfig, SamplerName, TimeSequence
 
 
 def time_sequence(kind: TimeSequence, steps: int, num_timesteps: int) -> list[int]:
@@ -43,27 +42,6 @@ def seed_for(*parts: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplerConfig:
-    """What to run: sampler kind, number of steps, η and the time sequence."""
-
-    sampler: SamplerName = "ddim"
-    steps: int = 100
-    eta: float = 0.0
-    time_seq: TimeSequence = "uniform"
-    clip_x0: bool = False  # DDIM only (DDPM always clips, as the DDPM code does)
-
-    def __post_init__(self) -> None:
-        if self.sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
-
-    @property
-    def stochastic(self) -> bool:
-        return self.sampler == "ddpm" or self.eta > 0
-
-
-@dataclasses.dataclass(frozen=True)
 class SamplingPlan:
     """A time sequence (noisiest step first) with the k of every step."""
 
@@ -79,44 +57,24 @@ class SamplingPlan:
         return cls(timesteps, previous, schedule.levels(timesteps, num_timesteps))
 
 
-class DeviceSchedule:
-    """ᾱ for every step of a plan, resident on the sampling device (float32)."""
-
-    def __init__(self, plan: SamplingPlan, diffusion: DiffusionConfig, device: torch.device) -> None:
-        abar = np.concatenate([[1.0], diffusion.alphas_cumprod()])  # index t + 1; ᾱ(-1) = 1
-        self.abar_t = torch.tensor(abar[np.array(plan.timesteps) + 1], dtype=torch.float32, device=device)
-        self.abar_prev = torch.tensor(abar[np.array(plan.previous) + 1], dtype=torch.float32, device=device)
-        self.timesteps = torch.tensor(plan.timesteps, dtype=torch.long, device=device)
-
-
 def sample_batch(
-    model: AdaptiveUNet,
-    plan: SamplingPlan,
-    coefficients: DeviceSchedule,
-    config: SamplerConfig,
+    steps: Steps,
+    skip_levels: list[int],
     generator: torch.Generator,
-    batch_size: int,
+    shape: tuple[int, int, int, int],
     device: torch.device,
-    dtype: torch.dtype = torch.float32,
     on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """One batch of samples, not yet clipped: (batch_size, C, R, R) float32 on ``device``."""
-    c = model.config
-    shape = (batch_size, c.in_channels, c.resolution, c.resolution)
+    """One batch of samples, not yet clipped: ``shape`` = (B, C, R, R), float32 on ``device``.
+
+    x_T, then each step's noise, come from ``generator``; step i runs at k = ``skip_levels[i]``.
+    """
     x = torch.randn(shape, generator=generator).to(device)
-    for i, skip_levels in enumerate(plan.skip_levels):
-        t = coefficients.timesteps[i].expand(batch_size)
-        eps = model(x.to(dtype), t, skip_levels=skip_levels).float()
-        noise = torch.randn(shape, generator=generator).to(device) if config.stochastic else None
-        if config.sampler == "ddim":
-            x = ddim_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], config.eta, noise,
-                          config.clip_x0)
-        else:
-            x = ddpm_step(x, eps, coefficients.abar_t[i], coefficients.abar_prev[i], noise,
-                          coefficients.timesteps[i] == 0)
+    for i, k in enumerate(skip_levels):
+        x = steps(i, k, x, generator)
         if on_step is not None:
             on_step()
-    return x
+    return x.clone()  # a graph's static buffer is overwritten by the next batch
 
 
 def checkpoint_schedule(model: AdaptiveUNet, c: float | None = None) -> SkipSchedule:
@@ -143,6 +101,7 @@ def sample_images(
     batches: list[int] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    graphs: bool = True,
     progress: bool = True,
 ) -> torch.Tensor:
     """Draw ``num_samples`` images with the model; returns (num_samples, C, R, R) in [-1, 1].
@@ -150,7 +109,9 @@ def sample_images(
     ``schedule`` defaults to the checkpoint's c (``model.metadata``) or the full network;
     ``diffusion`` to the checkpoint's or the DDPM defaults. ``clip_x0`` clips DDIM's x0
     prediction to [-1, 1] (diffusers' ``clip_sample``; the DDIM code does not clip). ``batches`` restricts the work to
-    those batch indices (their rows are returned in order), for sharding.
+    those batch indices (their rows are returned in order), for sharding. On a CUDA device each
+    step replays a CUDA graph captured per k (``graphs.py``) unless ``graphs`` is False; a last
+    partial batch runs at the full batch size and is cut, so the graphs serve every batch.
     """
     if num_samples < 1 or batch_size < 1:
         raise ValueError("num_samples and batch_size must be positive")
@@ -169,12 +130,16 @@ def sample_images(
         raise ValueError(f"batch indices must lie in [0, {num_batches - 1}] for {num_samples} samples "
                          f"in batches of {batch_size}, got {batches}")
     coefficients = DeviceSchedule(plan, diffusion, device)
+    steps_run = steps_for(model, config, coefficients, set(plan.skip_levels), batch_size, dtype,
+                          device, graphs)
+    c = model.config
+    shape = (batch_size, c.in_channels, c.resolution, c.resolution)
     outputs = []
     with tqdm(total=len(batches) * len(plan.timesteps), desc="sampling", unit="step",
               disable=not progress) as bar:
         for b in batches:
             generator = torch.Generator().manual_seed(seed_for(seed, b))
-            x = sample_batch(model, plan, coefficients, config, generator, batch_size, device, dtype,
+            x = sample_batch(steps_run, plan.skip_levels, generator, shape, device,
                              on_step=lambda: bar.update(1))
             outputs.append(x[: min(batch_size, num_samples - b * batch_size)])
     return torch.cat(outputs).clamp(-1.0, 1.0)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine must check, in one call (under 5 minutes on an H100):
 # build and install the extension against the machine's torch, run the GPU-marked tests, then
-# benchmarks/kernels.py and benchmarks/speedup.py at sizes that fit. Without a GPU (or with
-# --cpu) it runs the same stages in CPU mode at small sizes, skipping the build; CI runs that.
+# benchmarks/depth.py, benchmarks/speedup.py and benchmarks/kernels.py at sizes that fit, each
+# stage under its own time limit so one slow stage cannot cost the others' results. Without a
+# GPU (or with --cpu) it runs the same stages in CPU mode at small sizes, skipping the build;
+# CI runs that.
 #   bash benchmarks/device_check.sh OUT_DIR [--cpu]
 # OUT_DIR receives at most 8 files: log.txt (every stage's output), tests.txt, the benchmarks'
-# JSON files and summary.md (device, test tally and every table), which is also printed last.
+# JSON files and summary.md (device, every table, then a short summary: test tally, stage times
+# and the targets of benchmarks/targets.py), whose short summary is also printed last.
 set -uo pipefail
 usage="usage: bash benchmarks/device_check.sh OUT_DIR [--cpu]"
 [[ $# -ge 1 && $1 != -* ]] || { echo "$usage" >&2; exit 2; }
@@ -20,11 +23,12 @@ log="$out/log.txt"
 : > "$log"
 failed=()
 
-# stage NAME COMMAND...: run one stage, its output appended to log.txt, its time noted.
+# stage NAME SECONDS COMMAND...: run one stage for at most SECONDS, its output appended to
+# log.txt, its time noted.
 stage() {
-  local name=$1 start=$SECONDS; shift
+  local name=$1 limit=$2 start=$SECONDS; shift 2
   echo "== $name: $*" >> "$log"
-  if "$@" >> "$log" 2>&1; then echo "== $name: ok in $((SECONDS - start)) s" >> "$log"
+  if timeout "$limit" "$@" >> "$log" 2>&1; then echo "== $name: ok in $((SECONDS - start)) s" >> "$log"
   else echo "== $name: FAILED in $((SECONDS - start)) s" >> "$log"; failed+=("$name"); fi
 }
 
@@ -37,28 +41,38 @@ stage() {
 
 if [[ $mode == cuda ]]; then
   # Never let pip resolve torch there: build against the one installed.
-  stage build env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
+  stage build 150 env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
     ADASKIP_FORCE_CUDA=1 $PY -m pip install -q --no-build-isolation --no-deps .
-  # -P: import the installed package, not the source tree (which has no compiled _C).
-  # Spread over 8 workers where pytest-xdist is there: Triton compiles each specialisation.
+  # -P: import the installed package, not the source tree (which has no compiled _C). Spread
+  # over 8 workers where pytest-xdist is there: Triton compiles each specialisation.
   workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
-  stage tests $PY -P -m pytest -q -p no:cacheprovider -m gpu -rfE $workers tests
-  kernels=(--device cuda)
-  speedup=(--device cuda --quick --repeats 3)
+  stage tests 120 $PY -P -m pytest -q -p no:cacheprovider -m gpu -rfE $workers tests
+  depth=(--device cuda --compile-batches 1)
+  speedup=(--device cuda --dtypes fp32 bf16 --ddim-steps 100 --ddpm-steps 100 --repeats 3)
+  kernels=(--device cuda --batches 1 128)
 else
-  stage tests $PY -P -m pytest -q -p no:cacheprovider -m gpu tests
-  kernels=(--device cpu --batches 1 --repeats 5 --ops group_norm_silu)
+  stage tests 300 $PY -P -m pytest -q -p no:cacheprovider -m gpu tests
+  depth=(--device cpu --batches 1 --skip-types zero --repeats 3 --compile-batches)
   speedup=(--device cpu --quick --repeats 1 --skip-types zero)
+  kernels=(--device cpu --batches 1 --repeats 5 --ops group_norm_silu)
 fi
 grep -E "[0-9]+ (passed|failed|skipped|deselected|errors?)" "$log" | tail -1 > "$out/tests.txt"
-stage kernels $PY benchmarks/kernels.py "${kernels[@]}" --out "$out"
-stage speedup $PY benchmarks/speedup.py "${speedup[@]}" --out "$out"
+stage depth 150 $PY benchmarks/depth.py "${depth[@]}" --out "$out"
+stage speedup 100 $PY benchmarks/speedup.py "${speedup[@]}" --out "$out"
+stage kernels 90 $PY benchmarks/kernels.py "${kernels[@]}" --out "$out"
 
+# summary.md: every table, then the short part that is also printed last.
+for table in "$out"/*.md; do
+  [[ $table == "$out/summary.md" ]] || { echo; cat "$table"; rm "$table"; } >> "$out/summary.md"
+done
 {
-  echo; echo "tests: $(cat "$out/tests.txt")"
+  echo; echo "## Summary"; echo
+  echo "tests: $(cat "$out/tests.txt")"
   grep -E "^== .*(ok|FAILED) in" "$log"
-  for table in "$out"/*.md; do [[ $table == "$out/summary.md" ]] || { echo; cat "$table"; rm "$table"; }; done
-  echo; echo "failed stages: ${failed[*]:-none}"
-} >> "$out/summary.md"
-cat "$out/summary.md"
+  echo "failed stages: ${failed[*]:-none}"; echo
+  $PY benchmarks/targets.py "$out"
+} > "$out/short.md" 2>&1
+cat "$out/short.md" >> "$out/summary.md"
+rm "$out/short.md"
+sed -n '/^## Summary/,$p' "$out/summary.md"
 [[ ${#failed[@]} -eq 0 ]]

@@ -6,7 +6,8 @@
 The DDPM CIFAR-10 U-Net with random weights (time does not depend on them). For every skip type,
 sampler and c, whole sampling runs at c and at c = 0 are timed in turn and the medians compared
 within the run. Beside each measured saving stand the three ideals of ``adaskip_ext.costs`` for
-that schedule (FLOP, op-count and parameter shares). Writes
+that schedule (FLOP, op-count and parameter shares). On CUDA every run replays the CUDA graphs
+of ``adaskip_ext.graphs`` (``--no-graphs``: eager). Writes
 benchmarks/results/speedup-<device>.{json,md} (or --out DIR) naming the device, torch version and commit.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -28,26 +30,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_out_argument, metadata, write_results  # noqa: E402
 
 C_VALUES = (1.0, 2.0, 3.0, 5.0)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def sampling_seconds(model: AdaptiveUNet, sampler: str, steps: int, c: float, batch: int,
-                     device: str) -> float:
+                     device: str, dtype: torch.dtype, graphs: bool) -> float:
     """Wall time of one whole sampling run of ``batch`` images."""
     start = time.perf_counter()
     sample_images(model, batch, sampler=sampler, steps=steps, batch_size=batch, device=device,
-                  schedule=SkipSchedule(model.num_levels, c=c), progress=False)
+                  dtype=dtype, graphs=graphs, schedule=SkipSchedule(model.num_levels, c=c),
+                  progress=False)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def measure(model, sampler, steps, c, batch, device, repeats) -> tuple[float, float]:
-    """Median seconds at c = 0 and at c, the two runs taken in turn."""
-    sampling_seconds(model, sampler, steps, c, batch, device)  # warm-up
+def measure(run: Callable[[float], float], c: float, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``run`` at c = 0 and at c, the two taken in turn (after a warm-up of
+    each, which also captures the CUDA graphs)."""
+    run(0.0), run(c)
     full, skipped = [], []
     for _ in range(repeats):
-        full.append(sampling_seconds(model, sampler, steps, 0.0, batch, device))
-        skipped.append(sampling_seconds(model, sampler, steps, c, batch, device))
+        full.append(run(0.0))
+        skipped.append(run(c))
     return statistics.median(full), statistics.median(skipped)
 
 
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="20 steps for both samplers (the k shares of a uniform sequence "
                              "do not depend much on its length)")
+    parser.add_argument("--ddim-steps", type=int, default=None, help="default: 100 (--quick: 20)")
+    parser.add_argument("--ddpm-steps", type=int, default=None, help="default: 1000 (--quick: 20)")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32"])
+    parser.add_argument("--no-graphs", action="store_true", help="CUDA: run the steps eagerly")
     parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
@@ -67,37 +76,45 @@ def main(argv: list[str] | None = None) -> int:
         print("speedup.py: --device cuda: no CUDA device is available", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    samplers = {"ddim": 20, "ddpm": 20} if args.quick else {"ddim": 100, "ddpm": 1000}
+    quick = 20 if args.quick else None
+    samplers = {"ddim": args.ddim_steps or quick or 100, "ddpm": args.ddpm_steps or quick or 1000}
+    graphs = args.device == "cuda" and not args.no_graphs
     rows = []
     for skip_type in args.skip_types:
         torch.manual_seed(0)
         model = AdaptiveUNet(UNetConfig.ddpm_cifar10(), skip_type).to(args.device).eval()
         share = costs.shares(costs.depth_costs(model))
-        for sampler, steps in samplers.items():
-            for c in C_VALUES:
-                full, skipped = measure(model, sampler, steps, c, args.batch, args.device,
-                                        args.repeats)
-                plan = SamplingPlan.build(SamplerConfig(sampler, steps),
-                                          SkipSchedule(model.num_levels, c=c), 1000)
-                ideal = costs.ideal_savings(share, list(plan.skip_levels))
-                rows.append({"skip_type": skip_type, "sampler": sampler, "steps": steps, "c": c,
-                             "full_s": full, "skipped_s": skipped, "saved": 1 - skipped / full,
-                             **{f"ideal_{name}": value for name, value in ideal.items()}})
-                print(f"{skip_type:<11} {sampler}-{steps:<4} c={c:g}: saved {rows[-1]['saved']:6.1%} "
-                      f"(ideals: FLOPs {ideal['flops']:.1%}, ops {ideal['ops']:.1%}, "
-                      f"params {ideal['params']:.1%})", flush=True)
-    meta = {**metadata(args.device), "batch": args.batch, "quick": args.quick,
+        for dtype in args.dtypes:
+            model = model.to(dtype=DTYPES[dtype])  # in place: the graphs stay with this model
+            for sampler, steps in samplers.items():
+                for c in C_VALUES:
+                    def run(c_run: float) -> float:
+                        return sampling_seconds(model, sampler, steps, c_run, args.batch, args.device,
+                                                DTYPES[dtype], graphs)
+                    full, skipped = measure(run, c, args.repeats)
+                    plan = SamplingPlan.build(SamplerConfig(sampler, steps),
+                                              SkipSchedule(model.num_levels, c=c), 1000)
+                    ideal = costs.ideal_savings(share, list(plan.skip_levels))
+                    rows.append({"skip_type": skip_type, "dtype": dtype, "sampler": sampler,
+                                 "steps": steps, "c": c, "full_s": full, "skipped_s": skipped,
+                                 "saved": 1 - skipped / full,
+                                 **{f"ideal_{name}": value for name, value in ideal.items()}})
+                    print(f"{skip_type:<11} {dtype} {sampler}-{steps:<4} c={c:g}: saved "
+                          f"{rows[-1]['saved']:6.1%} (ideals: FLOPs {ideal['flops']:.1%}, ops "
+                          f"{ideal['ops']:.1%}, params {ideal['params']:.1%})", flush=True)
+    meta = {**metadata(args.device), "batch": args.batch, "graphs": graphs,
             "repeats": args.repeats}
     lines = [f"# Time saved by the skip schedule: {meta['device']}", "",
              f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; DDPM CIFAR-10 U-Net, "
-             f"batch {args.batch}, median of {args.repeats} runs at c and at c = 0 taken in turn. "
+             f"batch {args.batch}, {'CUDA graphs' if graphs else 'eager'}, median of {args.repeats} runs at c "
+             "and at c = 0 taken in turn. "
              "Ideals: the time saved if time followed the FLOP, op-count or parameter share of "
              "each step's k.", "",
-             "| skip type | sampler | c | c = 0 (s) | c (s) | saved | ideal FLOPs | ideal ops | ideal params |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| skip type | dtype | sampler | c | c = 0 (s) | c (s) | saved | ideal FLOPs | ideal ops | ideal params |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['skip_type']} | {r['sampler']}-{r['steps']} | {r['c']:g} | {r['full_s']:.2f} | "
-                     f"{r['skipped_s']:.2f} | {r['saved']:.1%} | {r['ideal_flops']:.1%} | "
+        lines.append(f"| {r['skip_type']} | {r['dtype']} | {r['sampler']}-{r['steps']} | {r['c']:g} | {r['full_s']:.3f} | "
+                     f"{r['skipped_s']:.3f} | {r['saved']:.1%} | {r['ideal_flops']:.1%} | "
                      f"{r['ideal_ops']:.1%} | {r['ideal_params']:.1%} |")
     write_results(args.out, f"speedup-{args.device}", meta, rows, "\n".join(lines) + "\n")
     return 0

@@ -95,6 +95,23 @@ def test_skip_list_and_compare_full(tiny_checkpoint: Path, tmp_path: Path) -> No
             if line.strip()[:1].isdigit() and len(line.split()) == 3}
     assert rows == {"0": 1, "1": 0, "2": 2}
     assert "time saved" in result.stdout
+    assert "execution: eager (no CUDA graphs)" in result.stdout  # a CPU run
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_reports_its_graphs_and_no_graphs_gives_the_same_images(tiny_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    common = ("--checkpoint", str(tiny_checkpoint), "--steps", "8", "--num-samples", "5",
+              "--batch-size", "4", "--sampler", "ddpm", "--device", "cuda", "--compare-full")
+    graphed = run_sample(*common, "--out", "graphed", cwd=tmp_path)
+    assert graphed.returncode == 0, graphed.stderr
+    assert "CUDA graphs captured in" in graphed.stdout, graphed.stdout
+    eager = run_sample(*common, "--no-graphs", "--out", "eager", cwd=tmp_path)
+    assert eager.returncode == 0, eager.stderr
+    assert "execution: eager (no CUDA graphs)" in eager.stdout
+    a, b = (np.load(tmp_path / name / "samples.npz")["arr_0"].astype(int) for name in ("graphed", "eager"))
+    assert np.abs(a - b).max() <= 1  # uint8 images from float samples equal to ~1e-6
 
 
 def digits_classifier():

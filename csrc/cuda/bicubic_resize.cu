@@ -192,13 +192,14 @@ at::Tensor bicubic_resize_backward_cuda(const at::Tensor& grad_out_in, int64_t i
   const at::Tensor grad_out = grad_out_in.contiguous(layout);
   const std::vector<int64_t> in_sizes{grad_out.size(0), grad_out.size(1), in_h, in_w};
   const auto options = grad_out.options().memory_format(layout);
-  if (grad_out.numel() == 0) return at::zeros(in_sizes, options);
+  // at::zeros drops a memory format given in its options: allocate with empty, then zero.
+  if (grad_out.numel() == 0) return at::empty(in_sizes, options).zero_();
   // The forward copied: its adjoint is the identity.
   if (grad_out.size(2) == in_h && grad_out.size(3) == in_w) {
     return at::empty(in_sizes, options).copy_(grad_out);
   }
   at::Tensor grad_in =
-      at::zeros(in_sizes, options.dtype(at::toOpMathType(grad_out.scalar_type())));
+      at::empty(in_sizes, options.dtype(at::toOpMathType(grad_out.scalar_type()))).zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bicubic_resize_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     with_index_type(grad_in, grad_out, [&](auto tag) {
