@@ -79,6 +79,7 @@ class StepGraphs:
         self.config, self.dtype, self.device, self.warmup = config, dtype, device, warmup
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.schedule: DeviceSchedule | None = None  # set by bind()
         self.report = CaptureReport()
         self.x = torch.zeros(self.shape, device=device)
         self.row = torch.tensor([0.5, 1.0, 0.0, 0.0], device=device)  # any valid (ᾱ_t, ᾱ_prev, t, last)

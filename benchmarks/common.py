@@ -15,8 +15,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def git_commit() -> str:
-    """The short commit (``+changes`` when tracked files differ); ``$ADASKIP_COMMIT`` where the
-    tree travelled without its history (a lent GPU machine); else "unknown"."""
+    """``$ADASKIP_COMMIT`` when set (a lent GPU machine gets a copy of the tree whose history
+    may be stale), else the short commit (``+changes`` when tracked files differ), else "unknown"."""
+    if os.environ.get("ADASKIP_COMMIT"):
+        return os.environ["ADASKIP_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True, cwd=RESULTS.parent).stdout.strip()
@@ -24,7 +26,7 @@ def git_commit() -> str:
                                capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
         return commit + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("ADASKIP_COMMIT", "unknown")
+        return "unknown"
 
 
 def device_name(device: str) -> str:
@@ -39,9 +41,24 @@ def metadata(device: str) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def add_out_argument(parser: argparse.ArgumentParser) -> None:
+def parser_for(doc: str) -> argparse.ArgumentParser:
+    """A parser described by the first paragraph of ``doc``, with the options every benchmark
+    takes: --device, --threads and --out."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help=f"folder for the JSON and markdown results (default: {RESULTS})")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; refuse --device cuda without a device (one line, exit status 2); set the threads."""
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, f"{parser.prog}: --device cuda: no CUDA device is available\n")
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def write_results(out: Path, stem: str, meta: dict, rows: list[dict], table: str) -> None:

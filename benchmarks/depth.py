@@ -14,7 +14,6 @@ Writes benchmarks/results/depth-<device>.{json,md} (or --out DIR).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from adaskip_ext.sampler import SamplerConfig, SamplingPlan
 from adaskip_ext.schedule import SkipSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_out_argument, metadata, write_results  # noqa: E402
+from common import metadata, parse, parser_for, write_results  # noqa: E402
 from kernels import timer  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -159,8 +158,7 @@ def markdown(meta: dict, rows: list[dict], compiled: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser = parser_for(__doc__)
     parser.add_argument("--batches", type=int, nargs="+", default=None,
                         help="batch sizes (default: 1 8 on CPU; 1 16 128 on CUDA)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
@@ -169,16 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-batches", type=int, nargs="*", default=[1],
                         help="batches for the torch.compile baseline (none: skip it)")
     parser.add_argument("--repeats", type=int, default=10, help="CPU repeats per median")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
-    add_out_argument(parser)
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("depth.py: --device cuda: no CUDA device is available", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
+    args = parse(parser, argv)
     batches = args.batches or ([1, 8] if args.device == "cpu" else [1, 16, 128])
     dtypes = args.dtypes or (["fp32"] if args.device == "cpu" else ["fp32", "bf16"])
-    measure = timer(args.device, args.repeats)
+    measure = timer(args.device, args.repeats, rep_ms=40)  # 200+ timings: keep each short
     meta = {**metadata(args.device), "batches": batches, "dtypes": dtypes}
     rows = [row for skip_type in args.skip_types for dtype in dtypes
             for row in bench(skip_type, dtype, batches, args.device, measure)]

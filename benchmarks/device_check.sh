@@ -48,8 +48,8 @@ if [[ $mode == cuda ]]; then
   workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
   stage tests 120 $PY -P -m pytest -q -p no:cacheprovider -m gpu -rfE $workers tests
   depth=(--device cuda --compile-batches 1)
-  speedup=(--device cuda --dtypes fp32 bf16 --ddim-steps 100 --ddpm-steps 100 --repeats 3)
-  kernels=(--device cuda --batches 1 128)
+  speedup=(--device cuda --dtypes fp32 bf16 --ddim-steps 50 --ddpm-steps 50 --repeats 2)
+  kernels=(--device cuda --batches 128)
 else
   stage tests 300 $PY -P -m pytest -q -p no:cacheprovider -m gpu tests
   depth=(--device cpu --batches 1 --skip-types zero --repeats 3 --compile-batches)

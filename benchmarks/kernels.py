@@ -11,7 +11,6 @@ benchmarks/results/kernels-<device>.{json,md} (or --out DIR) with the device, to
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from adaskip_ext import ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_out_argument, metadata, write_results  # noqa: E402
+from common import metadata, parse, parser_for, write_results  # noqa: E402
 
 GROUPS, EPS = 32, 1e-6
 # (channels, resolution) of the DDPM CIFAR-10 U-Net's levels.
@@ -59,16 +58,18 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def timer(device: str, repeats: int) -> Callable[..., list[float]]:
+def timer(device: str, repeats: int, rep_ms: int = 100) -> Callable[..., list[float]]:
     """``measure(*fns)``: milliseconds per call of each function on ``device``.
 
-    CUDA: ``triton.testing.do_bench``. CPU: medians of ``repeats`` calls, the functions sampled
-    in turn, so that the drift of a shared machine hits the op and its baseline alike.
+    CUDA: ``triton.testing.do_bench`` timing each function for about ``rep_ms``. CPU: medians
+    of ``repeats`` calls, the functions sampled in turn, so that the drift of a shared machine
+    hits the op and its baseline alike.
     """
     if device == "cuda":
         import triton.testing
 
-        return lambda *fns: [float(triton.testing.do_bench(fn, warmup=25, rep=100)) for fn in fns]
+        return lambda *fns: [float(triton.testing.do_bench(fn, warmup=rep_ms // 4, rep=rep_ms))
+                             for fn in fns]
 
     def median_ms(*fns: Callable[[], object]) -> list[float]:
         for _ in range(3):
@@ -227,19 +228,12 @@ def check_targets(device: str, rows: list[Row]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser = parser_for(__doc__)
     parser.add_argument("--batches", type=int, nargs="+", default=None,
                         help="batch sizes (default: 1 8 on CPU; 1 8 64 128 on CUDA)")
     parser.add_argument("--repeats", type=int, default=30, help="CPU repeats per median")
     parser.add_argument("--ops", nargs="+", default=list(ops.OPS), choices=ops.OPS)
-    add_out_argument(parser)
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("kernels.py: --device cuda: no CUDA device is available", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
+    args = parse(parser, argv)
     batches = args.batches or ([1, 8] if args.device == "cpu" else [1, 8, 64, 128])
     measure = timer(args.device, args.repeats)
     bandwidth = copy_bandwidth(args.device, measure)

@@ -12,7 +12,6 @@ benchmarks/results/speedup-<device>.{json,md} (or --out DIR) naming the device, 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from adaskip_ext.sampler import SamplerConfig, SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_out_argument, metadata, write_results  # noqa: E402
+from common import metadata, parse, parser_for, write_results  # noqa: E402
 
 C_VALUES = (1.0, 2.0, 3.0, 5.0)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -57,8 +56,7 @@ def measure(run: Callable[[float], float], c: float, repeats: int) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="20 steps for both samplers (the k shares of a uniform sequence "
                              "do not depend much on its length)")
@@ -68,14 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-graphs", action="store_true", help="CUDA: run the steps eagerly")
     parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     parser.add_argument("--skip-types", nargs="+", default=list(SKIP_TYPES), choices=SKIP_TYPES)
-    add_out_argument(parser)
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("speedup.py: --device cuda: no CUDA device is available", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
+    args = parse(parser, argv)
     quick = 20 if args.quick else None
     samplers = {"ddim": args.ddim_steps or quick or 100, "ddpm": args.ddpm_steps or quick or 1000}
     graphs = args.device == "cuda" and not args.no_graphs

@@ -317,6 +317,8 @@ def test_cuda_kernels_are_registered_when_built_with_cuda():
                "bicubic_resize", "bicubic_resize_backward", "bicubic_bridge",
                "bicubic_bridge_backward"):
         assert native.has_kernel(op, "cuda"), op
+    for op in ops.OPS:  # measured faster than the Triton kernels (benchmarks/results/GPU.md)
+        assert ops.choose(op, "cuda") == "native", op
 
 
 def test_set_backend_forces_and_validates(monkeypatch):

@@ -271,6 +271,11 @@ __global__ void channel_sums_kernel(const scalar_t* __restrict__ grad_out,
   }
 }
 
+// a * b rounded on its own: never fused into a following add (the compiler contracts a * b - c
+// into one FMA, which keeps the product unrounded).
+__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 // Per (n, group): the group means of dz * gamma and of dz * gamma * xhat.
 template <typename param_t, typename acc_t>
 __global__ void group_terms_kernel(const acc_t* __restrict__ sum_dz,
@@ -285,7 +290,7 @@ __global__ void group_terms_kernel(const acc_t* __restrict__ sum_dz,
     acc_t t1 = acc_t(0), t2 = acc_t(0);
     for (int64_t c = c0; c < c0 + g.group_channels; ++c) {
       const acc_t gamma = static_cast<acc_t>(weight[c]);
-      t1 += gamma * sum_dz[n * g.C + c];
+      t1 += mul_rn(gamma, sum_dz[n * g.C + c]);
       t2 += gamma * sum_dz_xhat[n * g.C + c];
     }
     mean_g[i] = t1 * inv_size;
@@ -293,7 +298,10 @@ __global__ void group_terms_kernel(const acc_t* __restrict__ sum_dz,
   }
 }
 
-// grad_x = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)), g = dz * gamma.
+// grad_x = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)), g = dz * gamma. g is rounded
+// as group_terms_kernel rounds gamma * sum_dz, so that in a one-element group g - mean_group(g)
+// is exactly 0; an FMA would leave the product's rounding error there, amplified by rstd
+// (1/sqrt(eps) = 1000 when the group has no variance).
 template <typename scalar_t, typename param_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out,
                                   const scalar_t* __restrict__ x,
@@ -312,7 +320,7 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out,
     const acc_t v = static_cast<acc_t>(x[i]);
     const acc_t dz = dz_of(static_cast<acc_t>(grad_out[i]), p.a * (v - p.mean) + p.beta, silu);
     const acc_t xhat = (v - p.mean) * p.rstd;
-    grad_x[i] = static_cast<scalar_t>(p.rstd * (dz * p.gamma - m1 - xhat * m2));
+    grad_x[i] = static_cast<scalar_t>(p.rstd * (mul_rn(dz, p.gamma) - m1 - xhat * m2));
   }
 }
 
