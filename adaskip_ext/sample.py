@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
-from . import cli, graphs
+from . import cli, distributed, graphs
 from .checkpoints import load_model
 from .embedded import default_checkpoint
 from .images import grid, save_image_folder, save_npz, save_png, to_uint8
 from .io_utils import UserFacingError
 from .model import SKIP_TYPES, AdaptiveUNet
+from .sample_parts import PartStore
 from .sampler import SamplingPlan, SamplerConfig, checkpoint_schedule, sample_images
 from .schedule import SkipSchedule
 
@@ -111,17 +113,55 @@ def warm_up(model: AdaptiveUNet, batch_size: int, skip_levels: set[int]) -> None
 
 
 def timed_sampling(model: AdaptiveUNet, args: argparse.Namespace, schedule: SkipSchedule,
-                   device: torch.device) -> tuple[torch.Tensor, float]:
+                   device: torch.device, batches: list[int],
+                   progress: bool = False) -> tuple[torch.Tensor, float]:
+    """The samples of ``batches`` and the seconds they took."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
     samples = sample_images(model, args.num_samples, sampler=args.sampler, steps=args.steps,
                             eta=args.eta, time_seq=args.time_seq, clip_x0=args.clip_x0, schedule=schedule,
-                            batch_size=args.batch_size, seed=args.seed, device=device,
-                            dtype=DTYPES[args.dtype], graphs=not args.no_graphs)
+                            batch_size=args.batch_size, seed=args.seed, batches=batches, device=device,
+                            dtype=DTYPES[args.dtype], graphs=not args.no_graphs, progress=progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return samples, time.perf_counter() - started
+
+
+def run_settings(args: argparse.Namespace, checkpoint: Path, model: AdaptiveUNet,
+                 schedule: SkipSchedule) -> dict:
+    """What the images depend on: parts drawn under other settings must not be merged."""
+    return {"checkpoint": str(checkpoint.resolve()), "skip_type": model.skip_type,
+            "schedule": schedule.describe(), "sampler": args.sampler, "steps": args.steps,
+            "eta": args.eta, "clip_x0": args.clip_x0, "time_seq": args.time_seq,
+            "num_samples": args.num_samples, "batch_size": args.batch_size, "seed": args.seed,
+            "dtype": args.dtype}
+
+
+def open_parts(out: Path, settings: dict, num_batches: int, ranks: distributed.Ranks,
+               overwrite: bool) -> PartStore:
+    """The run's part store, emptied with --overwrite, checked against ``settings``."""
+    store = PartStore(out / "parts", settings, num_batches)
+    if ranks.main and overwrite:
+        store.remove()
+    distributed.barrier()
+    store.prepare(ranks.main)
+    distributed.barrier()
+    store.check()
+    return store
+
+
+def draw_parts(model: AdaptiveUNet, args: argparse.Namespace, schedule: SkipSchedule,
+               device: torch.device, store: PartStore, mine: list[int], main: bool) -> float:
+    """Draw this rank's unfinished batches, writing each as it finishes; returns the seconds.
+    Progress (rank 0): per batch, or per step when there is one batch."""
+    seconds = 0.0
+    for b in tqdm(mine, desc="sampling", unit="batch", disable=not main or len(mine) == 1):
+        samples, elapsed = timed_sampling(model, args, schedule, device, [b],
+                                          progress=main and len(mine) == 1)
+        store.write(b, to_uint8(samples))
+        seconds += elapsed
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,9 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserFacingError(f"{flag} must be positive, got {value}")
     if not 0.0 <= args.eta <= 1.0:
         raise UserFacingError(f"--eta must lie in [0, 1], got {args.eta}")
-    device = cli.resolve_device(args.device)
+    ranks, device = distributed.start(cli.resolve_device(args.device))
+    try:
+        return sample_main(args, ranks, device)
+    finally:
+        distributed.stop()
+
+
+def sample_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch.device) -> int:
     out = Path(args.out)
     check_outputs(out, args.save_images, args.overwrite)
+    if args.compare_full and ranks.world > 1:
+        raise UserFacingError("--compare-full times the whole run in one process; run it without torchrun")
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     model = load_model(checkpoint, skip_type=args.skip_type, fresh_bridges=args.fresh_bridges)
@@ -144,32 +193,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = SamplingPlan.build(config, schedule, model.metadata["diffusion"]["num_timesteps"])
     except ValueError as error:
         raise UserFacingError(f"--steps: {error}") from None
+    num_batches = -(-args.num_samples // args.batch_size)
+    store = open_parts(out, run_settings(args, checkpoint, model, schedule), num_batches, ranks,
+                       args.overwrite)
+    done = store.done()
+    mine = [b for b in range(ranks.rank, num_batches, ranks.world) if b not in done]
     model = model.to(device=device, dtype=DTYPES[args.dtype]).eval()
     levels = set(plan.skip_levels) | ({0} if args.compare_full else set())
-    warm_up(model, args.batch_size, levels)
     capture = None
-    if device.type == "cuda" and not args.no_graphs:
-        capture = graphs.graphs_for(model, config, levels, args.batch_size, DTYPES[args.dtype],
-                                    device).report
-    print(f"{checkpoint}: skip type {model.skip_type}, {model.num_levels} levels, "
-          f"schedule {schedule.describe()}, {args.sampler} {args.steps} {args.time_seq} steps, "
-          f"{args.num_samples} samples on {device} ({args.dtype})")
+    if mine:
+        warm_up(model, args.batch_size, levels)
+        if device.type == "cuda" and not args.no_graphs:
+            capture = graphs.graphs_for(model, config, levels, args.batch_size, DTYPES[args.dtype],
+                                        device).report
+    if ranks.main:
+        print(f"{checkpoint}: skip type {model.skip_type}, {model.num_levels} levels, "
+              f"schedule {schedule.describe()}, {args.sampler} {args.steps} {args.time_seq} steps, "
+              f"{args.num_samples} samples on {device} ({args.dtype})"
+              + (f", {ranks.world} processes" if ranks.world > 1 else ""))
+        if done:
+            print(f"resuming: {len(done)} of {num_batches} batches were already drawn ({store.folder})")
 
-    samples, seconds = timed_sampling(model, args, schedule, device)
-    images = to_uint8(samples)
+    seconds = draw_parts(model, args, schedule, device, store, mine, ranks.main)
+    distributed.barrier()
+    if not ranks.main:
+        return 0
+    images = store.merge(args.num_samples)
     save_npz(images, out / "samples.npz")
     save_png(grid(images), out / "samples.png")
     if args.save_images:
         save_image_folder(images, out / "images")
+    store.remove()
 
     counts = {k: plan.skip_levels.count(k) for k in range(model.num_levels)}
     print("  k  steps  share")
     for k, count in counts.items():
         print(f"  {k}  {count:5d}  {count / len(plan.skip_levels):5.1%}")
-    print(f"wall time: {seconds:.2f} s ({args.num_samples / seconds:.1f} samples/s)")
+    drawn = len(mine) * args.batch_size
+    print(f"wall time: {seconds:.2f} s for {len(mine)} batches" + (
+        f" ({min(drawn, args.num_samples) / seconds:.1f} samples/s)" if seconds > 0 else "")
+        + (" on rank 0" if ranks.world > 1 else ""))
     print(f"execution: {capture.describe() if capture else 'eager (no CUDA graphs)'}")
-    if args.compare_full:
-        _, full_seconds = timed_sampling(model, args, SkipSchedule(model.num_levels, c=0.0), device)
+    if args.compare_full and mine:
+        _, full_seconds = timed_sampling(model, args, SkipSchedule(model.num_levels, c=0.0), device,
+                                         mine)
         print(f"same run at k = 0: {full_seconds:.2f} s; time saved: {1 - seconds / full_seconds:.1%}")
     print(f"wrote {', '.join(str(p) for p in output_paths(out, args.save_images))}")
     return 0
