@@ -6,6 +6,7 @@ exact resume needs, loadable with ``torch.load(weights_only=True)``) and ``OUT/l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import cli
+from . import cli, distributed
 from .checkpoints import build_metadata, load_model, save_model
 from .data import load_dataset
 from .diffusion import DiffusionConfig, epsilon_loss, q_sample
@@ -82,10 +84,21 @@ def build_model(args: argparse.Namespace) -> AdaptiveUNet:
 
 
 class Trainer:
-    """Holds model, optimiser, EMA and the batch drawer; ``step(s)`` runs optimiser step s."""
+    """Holds model, optimiser, EMA and the batch drawer; ``step(s)`` runs optimiser step s.
 
-    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
-        self.args, self.device = args, device
+    Under torchrun each rank takes its slice of step s's global batch (drawn from (seed, s) on
+    every rank) and DDP averages the gradients. Every rank skips the same k in a step, so the
+    parameters of the skipped levels are unused on all ranks: DDP finds them
+    (``find_unused_parameters``) and leaves their gradients None, and Adam leaves them alone,
+    exactly as in a single process.
+    """
+
+    def __init__(self, args: argparse.Namespace, device: torch.device,
+                 ranks: distributed.Ranks = distributed.Ranks()) -> None:
+        self.args, self.device, self.ranks = args, device, ranks
+        if args.batch_size % ranks.world:
+            raise UserFacingError(f"--batch-size {args.batch_size} must divide evenly over "
+                                  f"{ranks.world} processes")
         torch.manual_seed(seed_for(args.seed))  # initial weights (and fresh bridges)
         self.model = build_model(args).to(device)
         config = self.model.config
@@ -98,6 +111,11 @@ class Trainer:
                                   len(self.images), args.batch_size,
                                   (config.in_channels, config.resolution, config.resolution),
                                   self.dataset.flip, args.seed)
+        self.network = self.model
+        if ranks.world > 1:
+            self.network = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.ema = EMA(self.model, args.ema_decay) if args.ema_decay > 0 else None
         self.step_count = 0
@@ -109,17 +127,21 @@ class Trainer:
     def step(self) -> float:
         """One optimiser step; returns its loss."""
         s = self.step_count
-        batch = self.drawer.draw(s)
+        batch = self.drawer.draw(s).shard(self.ranks.rank, self.ranks.world)
         x0 = self.images[batch.indices.to(self.device)]
         x0 = torch.where(batch.flips.to(self.device)[:, None, None, None], x0.flip(-1), x0)
         noise, t = batch.noise.to(self.device), batch.timesteps.to(self.device)
-        torch.manual_seed(seed_for(self.args.seed, s, 0))  # dropout, per (seed, step, rank)
+        torch.manual_seed(seed_for(self.args.seed, s, self.ranks.rank))  # dropout, per (seed, step, rank)
         self.model.train()
-        loss = epsilon_loss(self.model(q_sample(x0, t, noise, self.alphas_cumprod), t,
-                                       skip_levels=batch.skip_levels), noise)
-        if not torch.isfinite(loss):
+        loss = epsilon_loss(self.network(q_sample(x0, t, noise, self.alphas_cumprod), t,
+                                         skip_levels=batch.skip_levels), noise)
+        global_loss = loss.detach().clone()
+        if self.ranks.world > 1:  # the mean over the global batch: what every rank logs and checks
+            torch.distributed.all_reduce(global_loss)
+            global_loss /= self.ranks.world
+        if not torch.isfinite(global_loss):
             raise UserFacingError(
-                f"loss became {loss.item()} at step {s + 1}; stopped, the last checkpoint in "
+                f"loss became {global_loss.item()} at step {s + 1}; stopped, the last checkpoint in "
                 f"{self.args.out} is kept (try a lower --lr or --grad-clip)"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -132,8 +154,19 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step_count += 1
-        self.pending_losses.append(loss.item())
+        self.pending_losses.append(global_loss.item())
         return self.pending_losses[-1]
+
+    def rank_disagreement(self) -> float:
+        """The largest difference between any rank's parameters and rank 0's (0 in one process)."""
+        worst = torch.zeros((), device=self.device)
+        if self.ranks.world > 1:
+            for parameter in self.model.parameters():
+                reference = parameter.detach().clone()
+                torch.distributed.broadcast(reference, 0)
+                worst = torch.maximum(worst, (parameter.detach() - reference).abs().max())
+            torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
+        return worst.item()
 
     def metadata(self) -> dict[str, Any]:
         return build_metadata(self.model, self.diffusion, self.args.c, self.args.scheme, self.ema is not None)
@@ -190,25 +223,38 @@ def trim_log(log: Path, step: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    device = cli.resolve_device(args.device)
+    ranks, device = distributed.start(cli.resolve_device(args.device))
+    try:
+        return train_main(args, ranks, device)
+    finally:
+        distributed.stop()
+
+
+def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch.device) -> int:
+    """Train on this rank; rank 0 alone writes the log and the checkpoints."""
     out = Path(args.out)
     resume_file, log_file = out / "resume.pt", out / "log.jsonl"
     if args.resume and not resume_file.exists():
         raise UserFacingError(f"{resume_file}: nothing to resume (no such file)")
     if not args.resume and resume_file.exists():
         raise UserFacingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    trainer = Trainer(args, device)
+    trainer = Trainer(args, device, ranks)
     if args.resume:
         trainer.restore(resume_file)
-        trim_log(log_file, trainer.step_count)
-    out.mkdir(parents=True, exist_ok=True)
-    parameters = sum(p.numel() for p in trainer.model.parameters())
-    print(f"training {args.preset if not args.init else args.init} ({parameters:,} parameters), "
-          f"scheme {args.scheme}, skip type {args.skip_type}, c = {args.c:g}, on {device}, "
-          f"from step {trainer.step_count} to {args.steps}")
+        if ranks.main:
+            trim_log(log_file, trainer.step_count)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        parameters = sum(p.numel() for p in trainer.model.parameters())
+        print(f"training {args.preset if not args.init else args.init} ({parameters:,} parameters), "
+              f"scheme {args.scheme}, skip type {args.skip_type}, c = {args.c:g}, on {device}"
+              f"{f' × {ranks.world} processes' if ranks.world > 1 else ''}, "
+              f"from step {trainer.step_count} to {args.steps}")
     started = time.perf_counter()
-    with open(log_file, "a") as log, tqdm(total=args.steps, initial=trainer.step_count,
-                                          desc="training", unit="step") as bar:
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(log_file, "a")) if ranks.main else None
+        bar = stack.enter_context(tqdm(total=args.steps, initial=trainer.step_count, desc="training",
+                                       unit="step", disable=not ranks.main))
         while trainer.step_count < args.steps:
             loss = trainer.step()
             bar.update(1)
@@ -219,12 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record = {"step": step, "loss": sum(losses) / len(losses),
                           "lr": trainer.learning_rate(step - 1),
                           "elapsed_s": round(time.perf_counter() - started, 2)}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 losses.clear()
-            if step % args.save_every == 0 or step == args.steps:
+            if ranks.main and (step % args.save_every == 0 or step == args.steps):
                 trainer.save(out)
-    print(f"done: {out / 'last.safetensors'}")
+    disagreement = trainer.rank_disagreement()
+    if ranks.main:
+        if ranks.world > 1:
+            print(f"{ranks.world} ranks agree: largest parameter difference {disagreement:g}")
+        print(f"done: {out / 'last.safetensors'}")
     return 0
 
 

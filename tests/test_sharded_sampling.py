@@ -31,10 +31,13 @@ def sample_command(checkpoint: Path, out: str, *extra: str) -> list[str]:
             "--device", "cpu", *extra]
 
 
+# One thread everywhere: the comparisons below are exact.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900, env=env)
+                          timeout=900, env=ENV)
 
 
 def samples(folder: Path) -> np.ndarray:
@@ -66,8 +69,8 @@ def test_a_killed_run_resumes_without_gaps_or_duplicates(checkpoint: Path, refer
     command = sample_command(checkpoint, "out", "--steps", "60")  # slow enough to be caught mid-run
     slow_reference = run(sample_command(checkpoint, "whole", "--steps", "60"), tmp_path)
     assert slow_reference.returncode == 0, slow_reference.stderr
-    process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "out" / "parts"
     deadline = time.monotonic() + 600
     while len(list(parts.glob("batch-*.npy"))) < 2 and process.poll() is None and time.monotonic() < deadline:
