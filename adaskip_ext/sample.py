@@ -7,6 +7,7 @@ checkpoint's skip type and c; writes ``./samples/samples.png`` (a grid) and
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -164,14 +165,21 @@ def draw_parts(model: AdaptiveUNet, args: argparse.Namespace, schedule: SkipSche
     return seconds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """The checks that need no model: counts positive, η in [0, 1], c finite and ≥ 0."""
     for flag, value in {"--steps": args.steps, "--num-samples": args.num_samples,
                         "--batch-size": args.batch_size}.items():
         if value < 1:
             raise UserFacingError(f"{flag} must be positive, got {value}")
     if not 0.0 <= args.eta <= 1.0:
         raise UserFacingError(f"--eta must lie in [0, 1], got {args.eta}")
+    if args.c is not None and not (math.isfinite(args.c) and args.c >= 0):
+        raise UserFacingError(f"--c must be a finite number >= 0, got {args.c}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
     ranks, device = distributed.start(cli.resolve_device(args.device))
     try:
         return sample_main(args, ranks, device)
