@@ -80,3 +80,14 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
                 shutil.rmtree(old)
             else:
                 old.unlink()
+
+
+def check_writable(folder: Path, flag: str = "--out") -> None:
+    """Create ``folder`` and write a temporary file in it, or raise a one-line error naming
+    ``flag``: an unwritable location fails before any heavy work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserFacingError(f"{flag} {folder}: cannot write there ({error.strerror or error})") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,7 @@ from . import cli, distributed, graphs
 from .checkpoints import load_model
 from .embedded import default_checkpoint
 from .images import grid, save_image_folder, save_npz, save_png, to_uint8
-from .io_utils import UserFacingError
+from .io_utils import UserFacingError, check_writable
 from .model import SKIP_TYPES, AdaptiveUNet
 from .sample_parts import PartStore
 from .sampler import SamplingPlan, SamplerConfig, checkpoint_schedule, sample_images
@@ -80,12 +79,7 @@ def check_outputs(out: Path, save_images: bool, overwrite: bool) -> None:
     existing = [p for p in output_paths(out, save_images) if p.exists()]
     if existing and not overwrite:
         raise UserFacingError(f"{existing[0]} already exists; pass --overwrite to replace it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise UserFacingError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    check_writable(out)
 
 
 def build_schedule(args: argparse.Namespace, model: AdaptiveUNet) -> SkipSchedule:

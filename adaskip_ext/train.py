@@ -21,7 +21,7 @@ from . import cli, distributed
 from .checkpoints import build_metadata, load_model, save_model
 from .data import load_dataset
 from .diffusion import DiffusionConfig, epsilon_loss, q_sample
-from .io_utils import UserFacingError, atomic_path
+from .io_utils import UserFacingError, atomic_path, check_writable
 from .model import PRESETS, SKIP_TYPES, AdaptiveUNet
 from .sampler import seed_for
 from .training import EMA, SCHEMES, BatchDrawer
@@ -239,12 +239,13 @@ def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch
     if not args.resume and resume_file.exists():
         raise UserFacingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     trainer = Trainer(args, device, ranks)
+    if ranks.main:  # after the data and model load (whose errors should not leave a folder behind)
+        check_writable(out)
     if args.resume:
         trainer.restore(resume_file)
         if ranks.main:
             trim_log(log_file, trainer.step_count)
     if ranks.main:
-        out.mkdir(parents=True, exist_ok=True)
         parameters = sum(p.numel() for p in trainer.model.parameters())
         print(f"training {args.preset if not args.init else args.init} ({parameters:,} parameters), "
               f"scheme {args.scheme}, skip type {args.skip_type}, c = {args.c:g}, on {device}"

@@ -169,3 +169,15 @@ def test_a_pickle_that_runs_code_is_refused_as_a_cifar_batch(tmp_path: Path):
     with pytest.raises(UserFacingError, match="not a CIFAR-10 python batch"):
         read_cifar_batch(tmp_path / "data_batch_1")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("module", [train, sample])
+def test_an_unwritable_output_fails_before_any_work(tmp_path: Path, module):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    stderr = io.StringIO()
+    with redirect_stderr(stderr), pytest.raises(SystemExit) as exit_:
+        cli.run(module.main, ["--out", str(blocker / "out"), "--device", "cpu", "--steps", "1"])
+    assert exit_.value.code == 2
+    assert stderr.getvalue().startswith(f"error: --out {blocker / 'out'}: cannot write there")
+    assert len(stderr.getvalue().splitlines()) == 1 and blocker.read_text() == "keep me"
