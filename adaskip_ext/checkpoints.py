@@ -73,7 +73,7 @@ def model_from_state_dict(
     """Build a model (in eval mode) and load ``state`` strictly; bridges may be missing only if
     ``fresh_bridges``."""
     if skip_type not in SKIP_TYPES:
-        raise UserFacingError(f"skip type must be one of {SKIP_TYPES}, got {skip_type!r}")
+        raise UserFacingError(f"{source}: skip type must be one of {SKIP_TYPES}, got {skip_type!r}")
     try:
         model = AdaptiveUNet(config, skip_type)
     except (TypeError, ValueError) as error:

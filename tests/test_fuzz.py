@@ -1,6 +1,7 @@
 """Fuzzing the loaders and the CLIs' arguments (hypothesis). Every case must end in a loaded
 model or a ``UserFacingError`` (CLIs: exit status 2 with no traceback); no other exception, no
-hang, no code run, nothing overwritten. The number of cases tried is each test's max_examples.
+hang, no code run, nothing overwritten. The number of cases tried is each test's max_examples;
+they are derandomized (the same cases on every run); turn that off locally to hunt for new ones.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from adaskip_ext.data import read_cifar_batch  # noqa: E402
 from adaskip_ext.io_utils import UserFacingError  # noqa: E402
 from adaskip_ext import sample, train  # noqa: E402
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same cases on every run, so CI cannot fail on a case nobody saw here.
+FAST = settings(max_examples=200, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def parse_then_check(module, argv: list[str]):
     return args
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(flag=st.sampled_from(["--steps", "--batch-size", "--lr", "--warmup", "--grad-clip", "--ema-decay",
                              "--c", "--save-every", "--log-every", "--seed"]), value=VALUES)
 def test_train_arguments(flag: str, value: str):
@@ -134,7 +137,7 @@ def test_train_arguments(flag: str, value: str):
             assert accepted < 1
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(flag=st.sampled_from(["--steps", "--num-samples", "--batch-size", "--eta", "--c", "--seed"]),
        value=VALUES)
 def test_sample_arguments(flag: str, value: str):
