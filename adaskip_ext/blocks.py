@@ -91,7 +91,8 @@ class Downsample(nn.Module):
 class ResnetBlock(nn.Module):
     """GroupNorm-SiLU-conv ×2 with the timestep added between; 1×1 shortcut when channels change.
 
-    x: (B, in_channels, H, W), temb: (B, temb_channels) -> (B, out_channels, H, W).
+    x: (B, in_channels, H, W), temb: (B, temb_channels), the timestep embedding after its SiLU
+    (the model applies it once for all blocks) -> (B, out_channels, H, W).
     """
 
     def __init__(
@@ -115,7 +116,7 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = norm_silu_conv(self.norm1, self.conv1, x, self.fused,
-                           add=self.temb_proj(F.silu(temb)))
+                           add=self.temb_proj(temb))
         shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
         if self.training and self.dropout.p > 0:  # dropout sits between the SiLU and conv2
             return shortcut + self.conv2(self.dropout(norm_silu(self.norm2, h, self.fused)))

@@ -126,6 +126,16 @@ PRESETS = {"ddpm_cifar10": UNetConfig.ddpm_cifar10, "digits": UNetConfig.digits,
            "tiny": UNetConfig.tiny}
 
 
+def preferred_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the model's 4-D weights (and so its activations) run in on ``device``.
+
+    CUDA: channels_last (NHWC), cuDNN's native layout on sm80+: NCHW convolutions there transpose
+    their input and output around every call (measured on an H200 at batch 1: a sixth of the
+    forward). Elsewhere NCHW.
+    """
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 class _Level(nn.Module):
     """Container for one level's blocks, named as in the reference (``block``, ``attn``, …)."""
 
@@ -236,8 +246,9 @@ class AdaptiveUNet(nn.Module):
                 f"skip_levels must be an int in [0, {self.num_levels - 1}], got {skip_levels!r}"
             )
         active = self.num_levels - skip_levels
-        temb = self.temb.dense[1](torch.nn.functional.silu(
-            self.temb.dense[0](timestep_embedding(t, self.config.ch).to(x.dtype))))
+        # Every ResnetBlock projects silu(temb): taken once here, not once per block.
+        temb = torch.nn.functional.silu(self.temb.dense[1](torch.nn.functional.silu(
+            self.temb.dense[0](timestep_embedding(t, self.config.ch).to(x.dtype)))))
 
         hs = [self.conv_in(x)]
         for i in range(active):

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .diffusion import DiffusionConfig
 from .graphs import Steps, steps_for
-from .model import AdaptiveUNet
+from .model import AdaptiveUNet, preferred_memory_format
 from .schedule import SkipSchedule
 from .step import DeviceSchedule, SamplerConfig, SamplerName, TimeSequence
 
@@ -111,7 +111,9 @@ def sample_images(
     prediction to [-1, 1] (diffusers' ``clip_sample``; the DDIM code does not clip). ``batches`` restricts the work to
     those batch indices (their rows are returned in order), for sharding. On a CUDA device each
     step replays a CUDA graph captured per k (``graphs.py``) unless ``graphs`` is False; a last
-    partial batch runs at the full batch size and is cut, so the graphs serve every batch.
+    partial batch runs at the full batch size and is cut, so the graphs serve every batch. The
+    model is moved to ``device`` in place, its weights laid out as ``preferred_memory_format``
+    says (channels_last on CUDA; the values do not change).
     """
     if num_samples < 1 or batch_size < 1:
         raise ValueError("num_samples and batch_size must be positive")
@@ -123,7 +125,7 @@ def sample_images(
     plan = SamplingPlan.build(config, schedule, diffusion.num_timesteps)
     if next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype=dtype)  # leave the caller's model as it was
-    model = model.to(device).eval()
+    model = model.to(device, memory_format=preferred_memory_format(device)).eval()
     num_batches = -(-num_samples // batch_size)
     batches = list(range(num_batches)) if batches is None else batches
     if any(not 0 <= b < num_batches for b in batches):

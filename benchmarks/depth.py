@@ -3,9 +3,9 @@
     python benchmarks/depth.py                  # CPU: batches 1 and 8, fp32
     python benchmarks/depth.py --device cuda    # batches 1, 16, 128; fp32 and bf16
 
-Modes: ``reference`` (PyTorch eager, plain layers: the baseline), ``fused`` (the extension's
-fused ops, eager) and, on CUDA, ``graphs`` (fused ops, the forward replayed as one CUDA graph
-per k). Beside each time stand that k's FLOPs, op count and parameter share of k = 0
+Modes: ``reference`` (PyTorch eager, plain layers, NCHW: the baseline), ``fused`` (the
+extension's fused ops, eager, in the sampler's layout: channels_last on CUDA) and, on CUDA,
+``graphs`` (fused ops, the forward replayed as one CUDA graph per k). Beside each time stand that k's FLOPs, op count and parameter share of k = 0
 (``adaskip_ext.costs``): if time followed one of them, t_k / t_0 would equal that share. One more
 baseline: ``torch.compile(mode="reduce-overhead")`` of the reference model at k = 0 in the first
 dtype (compiling every k, batch and dtype would take minutes), at the batches ``--compile-batches``
@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from adaskip_ext import costs
-from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig
+from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig, preferred_memory_format
 from adaskip_ext.sampler import SamplerConfig, SamplingPlan
 from adaskip_ext.schedule import SkipSchedule
 
@@ -72,7 +72,9 @@ def bench(skip_type: str, dtype_name: str, batches: list[int], device: str, meas
     depth = costs.depth_costs(fused)
     share = costs.shares(depth)
     fused = fused.to(dtype=DTYPES[dtype_name])
-    models = {"fused": fused, "reference": copy.deepcopy(fused).use_fused_ops(False)}
+    # The reference is plain PyTorch as a user would run it (NCHW); ours runs as the sampler does.
+    models = {"reference": copy.deepcopy(fused).use_fused_ops(False),
+              "fused": fused.to(memory_format=preferred_memory_format(torch.device(device)))}
     rows = []
     for batch in batches:
         x, t = inputs(fused, batch, DTYPES[dtype_name], device)

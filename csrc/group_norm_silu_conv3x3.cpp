@@ -37,9 +37,17 @@ at::Tensor group_norm_silu_conv3x3(const at::Tensor& x, const at::Tensor& gn_wei
                          .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, int64_t, double, bool)>();
   const at::Tensor h = norm.call(x, gn_weight, gn_bias, groups, eps, true);
-  at::Tensor y = at::conv2d(h, conv_weight.to(x.scalar_type()), conv_bias.to(x.scalar_type()),
-                            /*stride=*/1, /*padding=*/1);
-  if (add) y.add_(add->to(y.scalar_type()).view({batch, out_channels, 1, 1}));
+  // The framework adds a conv's bias in a pass of its own; with an `add`, the bias joins it
+  // (a (B, C_out) sum), so the output is read and written once for both.
+  const at::Tensor weight = conv_weight.to(x.scalar_type());
+  at::Tensor y;
+  if (add) {
+    y = at::conv2d(h, weight, /*bias=*/{}, /*stride=*/1, /*padding=*/1);
+    const at::Tensor shift = add->to(at::kFloat) + conv_bias.to(at::kFloat);
+    y.add_(shift.to(y.scalar_type()).view({batch, out_channels, 1, 1}));
+  } else {
+    y = at::conv2d(h, weight, conv_bias.to(x.scalar_type()), /*stride=*/1, /*padding=*/1);
+  }
   if (residual) y.add_(*residual);
   return y.contiguous(layout_of(x));
 }

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaskip_ext import ops
-from adaskip_ext.model import SKIP_TYPES, UNetConfig
+from adaskip_ext.model import SKIP_TYPES, UNetConfig, preferred_memory_format
 
 from conftest import build_model, perturb_, random_inputs
 
@@ -42,6 +42,27 @@ def test_fused_matches_plain_for_every_k(tiny_config, skip_type, backend):
         ops.set_backend(None)
 
 
+@pytest.mark.parametrize("skip_type", SKIP_TYPES)
+@pytest.mark.parametrize("fused_ops", [True, False])
+def test_channels_last_model_matches_nchw(tiny_config, skip_type, fused_ops):
+    """The layout the sampler uses on CUDA, here on CPU: weights (and so activations)
+    channels_last give the NCHW model's outputs for every k."""
+    model, _ = fused_and_plain(tiny_config, skip_type)
+    model.use_fused_ops(fused_ops)
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert channels_last.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    x, t = random_inputs(tiny_config)
+    with torch.no_grad():
+        for k in range(tiny_config.num_levels):
+            torch.testing.assert_close(channels_last(x, t, skip_levels=k), model(x, t, skip_levels=k),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_preferred_memory_format():
+    assert preferred_memory_format(torch.device("cuda", 0)) == torch.channels_last
+    assert preferred_memory_format(torch.device("cpu")) == torch.contiguous_format
+
+
 @pytest.mark.parametrize("skip_type", ["zero", "interpolate"])
 def test_fused_training_gradients_match_plain(tiny_config, skip_type):
     config = UNetConfig.from_dict({**tiny_config.to_dict(), "dropout": 0.1})
@@ -69,10 +90,13 @@ def test_fused_training_gradients_match_plain(tiny_config, skip_type):
 @pytest.mark.parametrize("backend", [None, "native", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_matches_plain_on_cuda(backend, dtype, no_tf32):
-    """The whole CIFAR-10 network on the GPU: fused CUDA/Triton kernels against plain PyTorch."""
+    """The whole CIFAR-10 network on the GPU: fused CUDA/Triton kernels in the sampler's layout
+    (channels_last) against plain PyTorch in NCHW."""
     config = UNetConfig.ddpm_cifar10()
     fused, plain = fused_and_plain(config, "interpolate")
-    fused, plain = fused.to("cuda", dtype), plain.to("cuda", dtype)
+    cuda = torch.device("cuda")
+    fused = fused.to(cuda, dtype, memory_format=preferred_memory_format(cuda))
+    plain = plain.to(cuda, dtype)
     x, t = random_inputs(config, batch=3)
     x, t = x.to("cuda", dtype), t.to("cuda")
     tolerance = 1e-4 if dtype == torch.float32 else 5e-2

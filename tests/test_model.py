@@ -369,6 +369,7 @@ def test_trained_interpolate_bridge_goes_through_middle_block(tiny_config, k):
     middle_size = tiny_config.resolution // 2 ** (tiny_config.num_levels - 1)
     with torch.no_grad():
         temb = model.temb.dense[1](F.silu(model.temb.dense[0](reference_embedding(t, tiny_config.ch))))
+        temb = F.silu(temb)  # the blocks take the embedding after its SiLU
         h = F.interpolate(s, size=(middle_size, middle_size), mode="bicubic", align_corners=False)
         h = model.mid.block_2(model.mid.attn_1(model.mid.block_1(reference_conv(bridge.inp, h), temb)), temb)
         h = F.interpolate(h, size=s.shape[-2:], mode="bicubic", align_corners=False)
