@@ -126,14 +126,23 @@ PRESETS = {"ddpm_cifar10": UNetConfig.ddpm_cifar10, "digits": UNetConfig.digits,
            "tiny": UNetConfig.tiny}
 
 
-def preferred_memory_format(device: torch.device) -> torch.memory_format:
+# Largest batch that runs channels_last on CUDA. Measured on an H200 (benchmarks/results/GPU.md):
+# at batch 1 channels_last made the graphed full-depth forward 18% faster and a c = 2 run 3-9%;
+# at batches 16 and 128 the shallow networks (k = 2, 3: the 32×32 level, 4 channels per
+# GroupNorm group, the 3-channel convs at both ends) ran up to 1.5× slower, so c = 2 lost.
+CHANNELS_LAST_MAX_BATCH = 4
+
+
+def preferred_memory_format(device: torch.device, batch_size: int) -> torch.memory_format:
     """The layout the model's 4-D weights (and so its activations) run in on ``device``.
 
-    CUDA: channels_last (NHWC), cuDNN's native layout on sm80+: NCHW convolutions there transpose
-    their input and output around every call (measured on an H200 at batch 1: a sixth of the
-    forward). Elsewhere NCHW.
+    CUDA at small batches: channels_last (NHWC), cuDNN's native layout on sm80+, where NCHW
+    convolutions transpose their input and output around every call (at batch 1 on an H200 a
+    sixth of the forward). Otherwise NCHW.
     """
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    if device.type == "cuda" and batch_size <= CHANNELS_LAST_MAX_BATCH:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class _Level(nn.Module):

@@ -113,7 +113,7 @@ def sample_images(
     step replays a CUDA graph captured per k (``graphs.py``) unless ``graphs`` is False; a last
     partial batch runs at the full batch size and is cut, so the graphs serve every batch. The
     model is moved to ``device`` in place, its weights laid out as ``preferred_memory_format``
-    says (channels_last on CUDA; the values do not change).
+    says for ``batch_size`` (channels_last on CUDA at small batches; the values do not change).
     """
     if num_samples < 1 or batch_size < 1:
         raise ValueError("num_samples and batch_size must be positive")
@@ -125,7 +125,7 @@ def sample_images(
     plan = SamplingPlan.build(config, schedule, diffusion.num_timesteps)
     if next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype=dtype)  # leave the caller's model as it was
-    model = model.to(device, memory_format=preferred_memory_format(device)).eval()
+    model = model.to(device, memory_format=preferred_memory_format(device, batch_size)).eval()
     num_batches = -(-num_samples // batch_size)
     batches = list(range(num_batches)) if batches is None else batches
     if any(not 0 <= b < num_batches for b in batches):

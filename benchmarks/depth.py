@@ -4,7 +4,7 @@
     python benchmarks/depth.py --device cuda    # batches 1, 16, 128; fp32 and bf16
 
 Modes: ``reference`` (PyTorch eager, plain layers, NCHW: the baseline), ``fused`` (the
-extension's fused ops, eager, in the sampler's layout: channels_last on CUDA) and, on CUDA,
+extension's fused ops, eager, in the sampler's layout: channels_last on CUDA at small batches) and, on CUDA,
 ``graphs`` (fused ops, the forward replayed as one CUDA graph per k). Beside each time stand that k's FLOPs, op count and parameter share of k = 0
 (``adaskip_ext.costs``): if time followed one of them, t_k / t_0 would equal that share. One more
 baseline: ``torch.compile(mode="reduce-overhead")`` of the reference model at k = 0 in the first
@@ -73,10 +73,10 @@ def bench(skip_type: str, dtype_name: str, batches: list[int], device: str, meas
     share = costs.shares(depth)
     fused = fused.to(dtype=DTYPES[dtype_name])
     # The reference is plain PyTorch as a user would run it (NCHW); ours runs as the sampler does.
-    models = {"reference": copy.deepcopy(fused).use_fused_ops(False),
-              "fused": fused.to(memory_format=preferred_memory_format(torch.device(device)))}
+    models = {"reference": copy.deepcopy(fused).use_fused_ops(False), "fused": fused}
     rows = []
     for batch in batches:
+        fused.to(memory_format=preferred_memory_format(torch.device(device), batch))
         x, t = inputs(fused, batch, DTYPES[dtype_name], device)
         times = {}
         for k in range(fused.num_levels):

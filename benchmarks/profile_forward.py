@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = AdaptiveUNet(UNetConfig.ddpm_cifar10(), "zero").cuda().to(DTYPES[args.dtype]).eval()
     x, t = inputs(model, args.batch, DTYPES[args.dtype], "cuda")
-    fused = copy.deepcopy(model).to(memory_format=preferred_memory_format(x.device))
+    fused = copy.deepcopy(model).to(memory_format=preferred_memory_format(x.device, args.batch))
     report("fused ops + CUDA graph", graphed_forward(fused, x, t, 0), args.top)
     model.use_fused_ops(False)
     compiled = torch.compile(model, mode="reduce-overhead")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaskip_ext import ops
-from adaskip_ext.model import SKIP_TYPES, UNetConfig, preferred_memory_format
+from adaskip_ext.model import CHANNELS_LAST_MAX_BATCH, SKIP_TYPES, UNetConfig, preferred_memory_format
 
 from conftest import build_model, perturb_, random_inputs
 
@@ -59,8 +59,10 @@ def test_channels_last_model_matches_nchw(tiny_config, skip_type, fused_ops):
 
 
 def test_preferred_memory_format():
-    assert preferred_memory_format(torch.device("cuda", 0)) == torch.channels_last
-    assert preferred_memory_format(torch.device("cpu")) == torch.contiguous_format
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert preferred_memory_format(cuda, 1) == torch.channels_last
+    assert preferred_memory_format(cuda, CHANNELS_LAST_MAX_BATCH + 1) == torch.contiguous_format
+    assert preferred_memory_format(cpu, 1) == torch.contiguous_format
 
 
 @pytest.mark.parametrize("skip_type", ["zero", "interpolate"])
@@ -95,7 +97,7 @@ def test_fused_matches_plain_on_cuda(backend, dtype, no_tf32):
     config = UNetConfig.ddpm_cifar10()
     fused, plain = fused_and_plain(config, "interpolate")
     cuda = torch.device("cuda")
-    fused = fused.to(cuda, dtype, memory_format=preferred_memory_format(cuda))
+    fused = fused.to(cuda, dtype, memory_format=preferred_memory_format(cuda, 3))
     plain = plain.to(cuda, dtype)
     x, t = random_inputs(config, batch=3)
     x, t = x.to("cuda", dtype), t.to("cuda")
