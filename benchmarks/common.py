@@ -41,12 +41,13 @@ def metadata(device: str) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def parser_for(doc: str) -> argparse.ArgumentParser:
+def parser_for(doc: str, threads: int = 2) -> argparse.ArgumentParser:
     """A parser described by the first paragraph of ``doc``, with the options every benchmark
-    takes: --device, --threads and --out."""
+    takes: --device, --threads (CPU threads per process, default ``threads``) and --out."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser.add_argument("--threads", type=int, default=threads,
+                        help=f"CPU threads per process (default: {threads})")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help=f"folder for the JSON and markdown results (default: {RESULTS})")
     return parser

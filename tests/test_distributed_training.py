@@ -1,6 +1,7 @@
 """torchrun training (2 gloo processes on CPU) against one process, resume, and kill -9."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,3 +94,18 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path)
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert (tmp_path / "killed" / "log.jsonl").read_text().count("\n") == 200
+
+
+def test_ddp_benchmark_variants_average_the_same_gradients(tmp_path: Path):
+    """benchmarks/ddp_unused.py at a tiny size: every variant timed, and DDP with
+    find_unused_parameters ends where one manual all-reduce of the present gradients does."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ddp_unused.py"
+    done = run([str(script), "--preset", "tiny", "--batch", "8", "--steps", "5", "--out", str(tmp_path)],
+               tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp-tiny-cpu.json").read_text())
+    assert [row["variant"] for row in result["rows"]] == ["ddp-static", "ddp-find", "ddp-find-k",
+                                                          "manual-k", "local-k"]
+    assert all(row["ms_per_step"] > 0 for row in result["rows"])
+    assert any(k > 0 for k in result["levels"])  # the constant-k steps did skip levels
+    assert result["ddp_vs_manual_max_difference"] == 0.0
