@@ -8,11 +8,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from datetime import timedelta
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .io_utils import UserFacingError
+
+Args = TypeVar("Args")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,3 +64,14 @@ def barrier() -> None:
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_on_ranks(main: Callable[[Args, Ranks, torch.device], int], args: Args,
+                 device: torch.device) -> int:
+    """``main(args, ranks, device)`` inside the process group (when launched by torchrun),
+    which is left however ``main`` ends."""
+    ranks, device = start(device)
+    try:
+        return main(args, ranks, device)
+    finally:
+        stop()

@@ -174,11 +174,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    ranks, device = distributed.start(cli.resolve_device(args.device))
-    try:
-        return sample_main(args, ranks, device)
-    finally:
-        distributed.stop()
+    return distributed.run_on_ranks(sample_main, args, cli.resolve_device(args.device))
 
 
 def sample_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch.device) -> int:

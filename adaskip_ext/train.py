@@ -223,11 +223,7 @@ def trim_log(log: Path, step: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    ranks, device = distributed.start(cli.resolve_device(args.device))
-    try:
-        return train_main(args, ranks, device)
-    finally:
-        distributed.stop()
+    return distributed.run_on_ranks(train_main, args, cli.resolve_device(args.device))
 
 
 def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch.device) -> int:
