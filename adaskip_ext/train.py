@@ -239,8 +239,8 @@ def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch
         check_writable(out)
     if args.resume:
         trainer.restore(resume_file)
-        if ranks.main:
-            trim_log(log_file, trainer.step_count)
+    if ranks.main:  # a fresh run drops the lines of one stopped before its first checkpoint
+        trim_log(log_file, trainer.step_count)
     if ranks.main:
         parameters = sum(p.numel() for p in trainer.model.parameters())
         print(f"training {args.preset if not args.init else args.init} ({parameters:,} parameters), "

@@ -219,6 +219,9 @@ def read_weights(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 @pytest.mark.slow
 def test_resume_is_bit_identical(image_folder, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
+    # the log of a run stopped before its first checkpoint: a fresh run must drop it
+    straight.mkdir()
+    (straight / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 9.0, "lr": 0.0, "elapsed_s": 0.0}) + "\n")
     result = run_train(*train_flags(image_folder, straight, 6), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
