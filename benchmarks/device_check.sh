@@ -55,7 +55,7 @@ if [[ $mode == cuda ]]; then
 else
   stage tests 120 $PY -P -m pytest -q -p no:cacheprovider -m gpu tests
   depth=(--device cpu --batches 1 --skip-types zero --repeats 3 --compile-batches)
-  speedup=(--device cpu --ddim-steps 10 --ddpm-steps 10 --repeats 1 --skip-types zero)
+  speedup=(--device cpu --ddim-steps 5 --ddpm-steps 5 --repeats 1 --skip-types zero)
   kernels=(--device cpu --batches 1 --repeats 5 --ops group_norm_silu)
 fi
 grep -E "[0-9]+ (passed|failed|skipped|deselected|errors?)" "$log" | tail -1 > "$out/tests.txt"
