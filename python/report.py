@@ -30,10 +30,14 @@ def finding(rows: list[dict]) -> list[str]:
     fid = {(r["variant"], r["c"]): r["fid"] for r in rows}
     plain = fid[PLAIN, 2.0] / fid[PLAIN, 0.0]
     zero = fid[ZERO, 2.0] / fid[ZERO, 0.0]
+    against_plain = ", ".join(f"{variant} {fid[variant, 2.0] / fid[PLAIN, 0.0]:.1f}×"
+                              for variant in dict.fromkeys(r["variant"] for r in rows)
+                              if variant != PLAIN and (variant, 2.0) in fid)
     return [f"- plain model: digits-FID at c = 2 is {plain:.2f}× its c = 0 value (target ≥ 3×): "
             f"{'holds' if plain >= 3 else 'does not hold'}",
             f"- zero skip-trained model: {zero:.2f}× its own c = 0 value (target ≤ 1.5×): "
-            f"{'holds' if zero <= 1.5 else 'does not hold'}"]
+            f"{'holds' if zero <= 1.5 else 'does not hold'}",
+            f"- each skip-trained model at c = 2 against the plain model at c = 0: {against_plain}"]
 
 
 def table2_markdown(rows: list[dict]) -> list[str]:

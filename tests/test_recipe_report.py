@@ -23,9 +23,10 @@ def t3_row(variant: str, steps: int, eta: float, seconds: float, fid: float) -> 
 def test_finding_checks_both_ratios() -> None:
     rows = [t1_row("full-extra", 0.0, 2.0), t1_row("full-extra", 2.0, 8.0),
             t1_row("zero", 0.0, 2.0), t1_row("zero", 2.0, 3.2)]
-    plain, zero = report.finding(rows)
+    plain, zero, against_plain = report.finding(rows)
     assert "4.00×" in plain and "holds" in plain and "does not" not in plain
     assert "1.60×" in zero and "does not hold" in zero
+    assert against_plain.endswith(": zero 1.6×")
 
 
 def test_equal_time_pairs_zero_at_twice_the_plain_steps() -> None:
