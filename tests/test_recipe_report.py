@@ -35,7 +35,8 @@ def test_equal_time_pairs_zero_at_twice_the_plain_steps() -> None:
             t3_row("zero", 40, 1.0, 21, 3.0), t3_row("zero", 10, 0.0, 6, 12.0)]
     body = report.equal_time_markdown(rows)[2:]
     assert body == ["| 0 | 10 | 10 | 9.00 | 20 | 11 | 4.00 |",
-                    "| 1 | 20 | 20 | 6.00 | 40 | 21 | 3.00 |"]
+                    "| 1 | 20 | 20 | 6.00 | 40 | 21 | 3.00 |", "",
+                    "The zero model is better in 2 of these 2 pairs, with 1.07× the plain model's time in all."]
 
 
 def test_write_report_writes_tables_and_plot(tmp_path: Path) -> None:
