@@ -212,7 +212,7 @@ class Trainer:
 
 
 def trim_log(log: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from."""
+    """Drop log lines after ``step``: those of a stopped run past its last save (all, on a fresh run)."""
     if not log.exists():
         return
     kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
@@ -239,9 +239,8 @@ def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch
         check_writable(out)
     if args.resume:
         trainer.restore(resume_file)
-    if ranks.main:  # a fresh run drops the lines of one stopped before its first checkpoint
-        trim_log(log_file, trainer.step_count)
     if ranks.main:
+        trim_log(log_file, trainer.step_count)
         parameters = sum(p.numel() for p in trainer.model.parameters())
         print(f"training {args.preset if not args.init else args.init} ({parameters:,} parameters), "
               f"scheme {args.scheme}, skip type {args.skip_type}, c = {args.c:g}, on {device}"
