@@ -87,17 +87,32 @@ def kernel_report() -> list[tuple[str, str]]:
                      f"{built['cuda_version']}, arch {built['arch_list']}")
     else:
         extension = f"CPU kernels only, built with torch {built.get('torch', 'unknown')}"
+    rows = [("extension", extension)]
+    if ops.native.LOAD_ERROR is None:
+        rows += build_rows(built)
     cuda = (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
             if torch.cuda.is_available() else "no device")
-    rows = [("extension", extension),
-            ("torch", torch.__version__),
-            ("CUDA now", cuda),
-            ("triton", ops.backend.triton_version() or "not installed"),
-            ("forced backend", ops.forced_backend() or "none (automatic)")]
+    rows += [("torch", torch.__version__),
+             ("CUDA now", cuda),
+             ("triton", ops.backend.triton_version() or "not installed"),
+             ("forced backend", ops.forced_backend() or "none (automatic)")]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for op in ops.OPS:
         rows.append((op, ", ".join(f"{device}: {_backend_or_error(op, device)}"
                                     for device in devices)))
+    return rows
+
+
+def build_rows(built: dict) -> list[tuple[str, str]]:
+    """What the build found: torch's CUDA, nvcc, and why CUDA kernels are missing if they are."""
+    nvcc = built.get("nvcc")
+    toolkit = f" ({built['toolkit']})" if built.get("toolkit") else ""
+    rows = [("torch CUDA at build", built.get("torch_cuda") or "none (a CPU build of torch)"),
+            ("nvcc at build", f"{nvcc}{toolkit}" if nvcc else "not used")]
+    if built.get("cuda"):
+        rows.append(("CUDA kernels", "built"))
+    else:
+        rows.append(("CUDA kernels", f"not built: {built.get('cuda_reason') or 'no reason recorded'}"))
     return rows
 
 

@@ -6,12 +6,14 @@ extension (conftest sets ADASKIP_POISON_OUTPUTS=1), so an unwritten element fail
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from adaskip_ext import ops
-from adaskip_ext.ops import native, reference
+from adaskip_ext.ops import backend, native, reference
 
 CUDA = torch.cuda.is_available()
 CPU_DEVICE = pytest.param("cpu", id="cpu")
@@ -312,16 +314,38 @@ def test_native_cpu_kernels_are_built():
         assert ops.choose(op, "cpu") == "native"
 
 
-def test_cuda_kernels_are_registered_when_built_with_cuda():
-    info = ops.build_info()
-    if not info.get("cuda"):
-        pytest.skip("the extension was built without CUDA (no toolkit at install time)")
-    for op in ("group_norm_silu", "group_norm_silu_backward", "group_norm_silu_conv3x3",
-               "bicubic_resize", "bicubic_resize_backward", "bicubic_bridge",
-               "bicubic_bridge_backward"):
-        assert native.has_kernel(op, "cuda"), op
-    for op in ops.OPS:  # measured faster than the Triton kernels (benchmarks/results/GPU.md)
-        assert ops.choose(op, "cuda") == "native", op
+def extension_op_names() -> list[str]:
+    """Every op the compiled extension defines (csrc/ops.cpp), without the Triton ops."""
+    names = [name.split("::")[1] for name in torch._C._dispatch_get_all_op_names()
+             if name.startswith("adaskip::") and not name.endswith("_triton")]
+    assert "group_norm_silu" in names and "bicubic_bridge_backward" in names
+    return sorted(names)
+
+
+def test_cuda_kernels_are_registered_exactly_when_the_build_compiled_them():
+    built = bool(ops.build_info().get("cuda"))
+    for op in extension_op_names():
+        assert native.has_kernel(op, "cuda") == built, op
+    for op in ops.OPS:
+        if built:  # measured faster than the Triton kernels (benchmarks/results/GPU.md)
+            assert ops.choose(op, "cuda") == "native", op
+        else:
+            assert ops.choose(op, "cuda") != "native", op
+
+
+def test_cuda_tensors_on_a_cpu_only_build_warn_once_with_the_reason(monkeypatch):
+    monkeypatch.setattr(native, "has_kernel", lambda op, device_type: device_type == "cpu")
+    monkeypatch.setattr(native, "build_info",
+                        lambda: {"cuda": False, "cuda_reason": "the CUDA build failed: boom"})
+    monkeypatch.setattr(backend, "_choices", {})
+    monkeypatch.setattr(backend, "_warned", set())
+    monkeypatch.delenv("ADASKIP_BACKEND", raising=False)
+    with pytest.warns(UserWarning, match=r"CPU kernels only \(the CUDA build failed: boom\)"):
+        assert ops.choose("group_norm_silu", "cuda") != "native"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ops.choose("bicubic_bridge", "cuda") != "native"
+        assert ops.choose("group_norm_silu", "cpu") == "native"
 
 
 def test_set_backend_forces_and_validates(monkeypatch):

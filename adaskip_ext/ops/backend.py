@@ -23,7 +23,7 @@ OPS = ("group_norm_silu", "group_norm_silu_conv3x3", "bicubic_bridge")
 PREFERENCE = ("native", "triton", "reference")
 
 _forced: str | None = None
-_warned_missing = False
+_warned: set[str] = set()  # the one-time warnings already given
 # Decisions already taken, keyed by everything they depend on; the ops are called per block.
 _choices: dict[tuple[str, str, str | None, str | None], str] = {}
 
@@ -86,7 +86,7 @@ def _decide(op: str, device_type: str, forced: str | None) -> str:
             raise RuntimeError(f"adaskip: backend {forced!r} cannot run {op} on {device_type} "
                                f"({reason_unavailable(forced, device_type)})")
         return forced
-    _warn_once_if_unbuilt()
+    _warn_once_if_unbuilt(device_type)
     return next(b for b in PREFERENCE if available(op, b, device_type))
 
 
@@ -95,16 +95,34 @@ def reason_unavailable(backend: str, device_type: str) -> str:
     if backend == "native":
         if native.LOAD_ERROR is not None:
             return f"the extension did not load: {native.LOAD_ERROR}"
+        if device_type == "cuda":
+            return f"the extension has no CUDA kernels: {cuda_unbuilt_reason()}"
         return f"the extension was built without {device_type.upper()} kernels"
     if backend == "triton":
         return "Triton runs CUDA tensors only (CPU tensors under TRITON_INTERPRET=1)"
     return "available"
 
 
-def _warn_once_if_unbuilt() -> None:
-    global _warned_missing
-    if native.LOAD_ERROR is not None and not _warned_missing:
-        _warned_missing = True
-        warnings.warn(f"adaskip: the compiled extension is not available ({native.LOAD_ERROR}); "
-                      "fused ops run on the PyTorch reference. Reinstall with "
-                      "`pip install --no-build-isolation .` to build it.", stacklevel=5)
+def cuda_unbuilt_reason() -> str:
+    """Why this build has no CUDA kernels, as the build recorded it."""
+    return native.build_info().get("cuda_reason") or "the build recorded no reason"
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=6)
+
+
+def _warn_once_if_unbuilt(device_type: str) -> None:
+    if native.LOAD_ERROR is not None:
+        _warn_once("unbuilt", f"adaskip: the compiled extension is not available "
+                              f"({native.LOAD_ERROR}); fused ops run on the PyTorch reference. "
+                              "Build it with `pip install --no-build-isolation -e .` in the clone.")
+    elif device_type == "cuda" and not native.has_kernel("group_norm_silu", "cuda"):
+        fallback = "Triton" if triton_usable("cuda") else "the PyTorch reference"
+        _warn_once("cpu-only", f"adaskip: this build has CPU kernels only "
+                               f"({cuda_unbuilt_reason()}); CUDA tensors run on {fallback}. For "
+                               f"CUDA kernels install a CUDA toolkit of torch's CUDA major version "
+                               f"({torch.version.cuda}), then reinstall "
+                               "(`pip install --no-build-isolation -e .`).")
