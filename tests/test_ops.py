@@ -1,6 +1,6 @@
 """The native (C++ CPU and CUDA) kernels against the pure-PyTorch reference ops.
 
-CPU cases need the extension built by ``pip install --no-build-isolation .`` and fail without it;
+CPU cases need the extension built by ``pip install --no-build-isolation -e .`` and fail without it;
 ``gpu`` cases run the CUDA kernels and skip without a device. Outputs are NaN-poisoned by the
 extension (conftest sets ADASKIP_POISON_OUTPUTS=1), so an unwritten element fails.
 """
