@@ -17,7 +17,7 @@ CUDA = torch.cuda.is_available()
 CPU_DEVICE = pytest.param("cpu", id="cpu")
 CUDA_DEVICE = pytest.param(
     "cuda", id="cuda",
-    marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")])
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="no CUDA device")])
 DEVICES = [CPU_DEVICE, CUDA_DEVICE]
 CL = torch.channels_last
 NCHW = torch.contiguous_format
@@ -275,7 +275,7 @@ def test_opcheck_native(name, args):
 
 TRITON_DEVICES = [
     pytest.param("cpu", id="interpreter", marks=pytest.mark.skipif(
-        not ops.available("group_norm_silu", "triton", "cpu"), reason="needs TRITON_INTERPRET=1")),
+        not ops.available("group_norm_silu", "triton", "cpu"), reason="Triton cannot run CPU tensors here (TRITON_INTERPRET=1 unset, or no Triton)")),
     CUDA_DEVICE,
 ]
 
@@ -315,7 +315,8 @@ def test_native_cpu_kernels_are_built():
 def test_cuda_kernels_are_registered_when_built_with_cuda():
     info = ops.build_info()
     if not info.get("cuda"):
-        pytest.skip("the extension was built without CUDA (no toolkit at install time)")
+        reason = info.get("cuda_reason") or "unknown reason"
+        pytest.skip(f"the extension has no CUDA kernels: {reason}")
     for op in ("group_norm_silu", "group_norm_silu_backward", "group_norm_silu_conv3x3",
                "bicubic_resize", "bicubic_resize_backward", "bicubic_bridge",
                "bicubic_bridge_backward"):
