@@ -275,7 +275,8 @@ def test_opcheck_native(name, args):
 
 TRITON_DEVICES = [
     pytest.param("cpu", id="interpreter", marks=pytest.mark.skipif(
-        not ops.available("group_norm_silu", "triton", "cpu"), reason="Triton cannot run CPU tensors here (TRITON_INTERPRET=1 unset, or no Triton)")),
+        not ops.available("group_norm_silu", "triton", "cpu"),
+        reason="Triton cannot run CPU tensors here (TRITON_INTERPRET=1 unset, or no Triton)")),
     CUDA_DEVICE,
 ]
 
