@@ -27,6 +27,7 @@ from .sampler import SamplingPlan, SamplerConfig, checkpoint_schedule, sample_im
 from .schedule import SkipSchedule
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_GRID_CELL_WIDTH = 1024  # pixels: a grid of 64 samples at this width is 8,210 pixels square
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,9 +175,6 @@ def draw_parts(model: AdaptiveUNet, args: argparse.Namespace, schedule: SkipSche
         store.write(b, to_uint8(samples))
         seconds += elapsed
     return seconds
-
-
-MAX_GRID_CELL_WIDTH = 1024
 
 
 def check_args(args: argparse.Namespace) -> None:
