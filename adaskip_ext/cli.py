@@ -1,12 +1,27 @@
-"""Shared pieces of the command-line tools: device parsing and one-line error reporting."""
+"""Shared pieces of the command-line tools: help layout, device parsing and one-line error reporting."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Sequence
 
 import torch
 
 from .io_utils import UserFacingError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: …)`` to an option's help once: not when the help already names its
+    default (e.g. "default: the checkpoint's"), not for a switch (a flag taking no value, off
+    unless given, or one of a pair whose help says which is the default) and not for a default
+    of None (an unset value, which the help explains)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.nargs == 0
+                or action.default is None or action.default is argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -12,7 +12,7 @@ from typing import Sequence
 from . import cli
 from .checkpoints import load_model, save_model
 from .diffusers_format import save_diffusers
-from .io_utils import UserFacingError
+from .io_utils import UserFacingError, check_new_output
 from .model import SKIP_TYPES
 
 
@@ -38,14 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """SRC is loaded (and every flag checked) before DST is looked at, so a bad input is
+    reported as such and leaves nothing behind."""
     args = build_parser().parse_args(argv)
-    destination = Path(args.dst)
-    if destination.exists() and not args.overwrite:
-        raise UserFacingError(f"{destination}: already exists; pass --overwrite to replace it")
-    if args.to == "adaskip" and destination.is_dir():
-        raise UserFacingError(f"{destination}: is a folder; give a .safetensors file path")
+    if args.resolution is not None and args.resolution < 1:
+        raise UserFacingError(f"--resolution must be positive, got {args.resolution}")
     model = load_model(args.src, skip_type=args.skip_type, fresh_bridges=args.fresh_bridges,
                        resolution=args.resolution)
+    destination = Path(args.dst)
+    check_new_output(destination, "DST", args.overwrite)
+    if args.to == "adaskip" and destination.is_dir():
+        raise UserFacingError(f"DST {destination}: is a folder; give a .safetensors file path")
     if args.to == "diffusers":
         if model.skip_type == "interpolate":
             print("note: diffusers' UNet2DModel runs the full network only (k = 0); "

@@ -155,14 +155,21 @@ def score(images: np.ndarray, device: torch.device | str = "cpu", min_share: flo
                        class_shares=tuple(round(s, 4) for s in shares.tolist()))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adaskip_ext.digits_metric",
                                      description="digits-FID, class coverage and confidence of "
-                                                 "16×16 digit samples (a small-scale proxy, not FID)")
+                                                 "16×16 digit samples (a small-scale proxy, not FID)",
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("samples", nargs="?", help=".npz (uint8 'arr_0') or image folder")
     parser.add_argument("--train", action="store_true",
                         help="retrain the classifier and write its weights into the package")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.train and args.samples is not None:
+        raise UserFacingError("give either a samples .npz or image folder, or --train, not both")
     if args.train:
         model, held_out = train_classifier()
         with atomic_path(weights_path()) as tmp:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import cli
 from .data import IMAGE_SUFFIXES, digits_images, read_cifar_batch
 from .images import to_uint8
-from .io_utils import UserFacingError, atomic_path
+from .io_utils import UserFacingError, atomic_path, check_new_output
 
 WEIGHTS_ENV = "ADASKIP_INCEPTION_WEIGHTS"
 Features = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, H, W, C) -> (B, D) float
@@ -211,10 +211,15 @@ def save_statistics(mu: np.ndarray, sigma: np.ndarray, path: Path) -> None:
 
 
 def is_statistics(source: str) -> bool:
+    """Whether ``source`` is an ``.npz`` holding ``mu`` and ``sigma`` (an unreadable one is not:
+    reading it as images then names the problem)."""
     if not source.endswith(".npz") or not Path(source).is_file():
         return False
-    with np.load(source) as data:
-        return "mu" in data.files and "sigma" in data.files
+    try:
+        with np.load(source) as data:
+            return "mu" in data.files and "sigma" in data.files
+    except (OSError, ValueError):
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fréchet Inception Distance with pytorch-fid's InceptionV3, between samples "
                     "(.npz with uint8 'arr_0', or an image folder) and reference statistics or "
                     "a second image set.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("command", choices=("compute", "stats"),
                         help="compute A B: FID between A and B (each images or statistics); "
@@ -237,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inception-weights", type=Path, default=None,
                         help=f"pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: "
                              f"${WEIGHTS_ENV}, else pytorch-fid downloads it)")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--num-images", type=int, default=None, help="use the first N images only")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, … (auto: CUDA if present)")
+    parser.add_argument("--batch-size", type=int, default=50, help="images per feature batch")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="use the first N images of each image set only (default: all)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, … or auto (CUDA if present)")
     parser.add_argument("--overwrite", action="store_true", help="stats: replace OUT")
     return parser
 
@@ -252,16 +258,28 @@ def feature_function(args: argparse.Namespace, device: torch.device) -> Features
     return inception_features(inception(args.inception_weights, device), device)
 
 
-def source_statistics(source: str, args: argparse.Namespace,
-                      features: Callable[[], Features]) -> tuple[np.ndarray, np.ndarray]:
+def read_source(source: str, args: argparse.Namespace) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``source``'s statistics (mu, sigma) if it holds them, else its uint8 (N, H, W, C) images
+    (the first ``--num-images``)."""
     if is_statistics(source):
         return load_statistics(Path(source))
     images = load_images(source)[: args.num_images]
+    if len(images) < 2:
+        raise UserFacingError(f"{source}: FID needs at least 2 images, got {len(images)}")
     print(f"{source}: {len(images)} images of {images.shape[1]}×{images.shape[2]}×{images.shape[3]}")
-    return statistics(extract(images, features(), args.batch_size).astype(np.float64))
+    return images
+
+
+def source_statistics(source: np.ndarray | tuple[np.ndarray, np.ndarray], args: argparse.Namespace,
+                      features: Callable[[], Features]) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics as read, or those of the images' features."""
+    if isinstance(source, tuple):
+        return source
+    return statistics(extract(source, features(), args.batch_size).astype(np.float64))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every input (both paths, the feature network) is read before OUT is looked at."""
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or (args.num_images is not None and args.num_images < 2):
         raise UserFacingError("--batch-size must be positive and --num-images at least 2")
@@ -274,14 +292,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cache[0]
 
     if args.command == "stats":
-        out = Path(args.paths[1])
-        if out.exists() and not args.overwrite:
-            raise UserFacingError(f"{out} already exists; pass --overwrite to replace it")
-        mu, sigma = source_statistics(args.paths[0], args, features)
+        source, out = read_source(args.paths[0], args), Path(args.paths[1])
+        if not isinstance(source, tuple):
+            features()  # the feature network's weights are an input too: load them before OUT
+        check_new_output(out, "OUT", args.overwrite)
+        mu, sigma = source_statistics(source, args, features)
         save_statistics(mu, sigma, out)
         print(f"wrote {out} ({mu.shape[0]} features)")
         return 0
-    (mu1, sigma1), (mu2, sigma2) = (source_statistics(p, args, features) for p in args.paths)
+    sources = [read_source(p, args) for p in args.paths]
+    (mu1, sigma1), (mu2, sigma2) = (source_statistics(s, args, features) for s in sources)
     try:
         value = frechet_distance(mu1, sigma1, mu2, sigma2)
     except ValueError as error:

@@ -22,8 +22,19 @@ def _pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
 
 
-def grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
-    """(N, H, W, C) -> one (rows·(H+p)+p, cols·(W+p)+p, C) image, ⌈√N⌉ columns, black padding."""
+GRID_CELL_WIDTH = 64  # pixels: a 16×16 digit is unreadable on a screen at its own size
+
+
+def grid(images: np.ndarray, cell_width: int = GRID_CELL_WIDTH, padding: int = 2) -> np.ndarray:
+    """(N, H, W, C) -> one (rows·(sH+p)+p, cols·(sW+p)+p, C) image, ⌈√N⌉ columns, black padding.
+
+    Each image is scaled up by the integer factor s = ⌈cell_width / W⌉ (nearest neighbour, so
+    pixels stay sharp squares); images at least ``cell_width`` wide keep their size.
+    """
+    if cell_width < 1:
+        raise ValueError(f"cell_width must be positive, got {cell_width}")
+    scale = -(-cell_width // images.shape[2])
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     n, height, width, channels = images.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)

@@ -82,12 +82,43 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
                 old.unlink()
 
 
-def check_writable(folder: Path, flag: str = "--out") -> None:
-    """Create ``folder`` and write a temporary file in it, or raise a one-line error naming
-    ``flag``: an unwritable location fails before any heavy work."""
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its closest ancestor that does."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _unwritable_because(folder: Path) -> str | None:
+    """Why ``folder`` could not be created (if missing) and written in, or None if it could.
+    Creates nothing: it probes ``folder`` or its nearest existing ancestor."""
+    folder = Path(os.path.abspath(folder))
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        return "is not a folder" if existing == folder else f"{existing} is not a folder"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise UserFacingError(f"{flag} {folder}: cannot write there ({error.strerror or error})") from None
+        return str(error.strerror or error)
+    return None
+
+
+def check_writable(folder: Path, flag: str = "--out") -> None:
+    """Raise a one-line error naming ``flag`` unless ``folder`` could be created (if missing) and
+    written in. Creates nothing, so an unwritable location fails before any heavy work and a
+    later error leaves no folder behind: the folder appears with the first result written."""
+    reason = _unwritable_because(folder)
+    if reason is not None:
+        raise UserFacingError(f"{flag} {folder}: cannot write there ({reason})")
+
+
+def check_new_output(path: Path, flag: str, overwrite: bool) -> None:
+    """Refuse to replace ``path`` without --overwrite, and fail early where it cannot be written
+    (one-line errors naming ``flag`` and ``path``); creates nothing."""
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UserFacingError(f"{flag} {path}: already exists; pass --overwrite to replace it")
+    reason = _unwritable_because(path.parent)
+    if reason is not None:
+        raise UserFacingError(f"{flag} {path}: cannot write there ({reason})")

@@ -1,8 +1,9 @@
 """``python -m adaskip_ext.sample``: draw images with an adaptive U-Net and report the time saved.
 
-With no arguments: the embedded digits model, 64 samples, DDIM with 100 uniform steps, the
-checkpoint's skip type and c; writes ``./samples/samples.png`` (a grid) and
-``./samples/samples.npz`` (uint8 NHWC under ``arr_0``).
+With no arguments: the embedded digits model, 64 samples, DDIM with 100 uniform steps and its
+x0 prediction clipped to [-1, 1], the checkpoint's skip type and c; writes
+``./samples/samples.png`` (a grid, each sample scaled up to 64 pixels wide) and
+``./samples/samples.npz`` (uint8 NHWC under ``arr_0``, at the model's resolution).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from . import cli, distributed, graphs
 from .checkpoints import load_model
 from .embedded import default_checkpoint
-from .images import grid, save_image_folder, save_npz, save_png, to_uint8
+from .images import GRID_CELL_WIDTH, grid, save_image_folder, save_npz, save_png, to_uint8
 from .io_utils import UserFacingError, check_writable
 from .model import SKIP_TYPES, AdaptiveUNet
 from .sample_parts import PartStore
@@ -26,6 +27,7 @@ from .sampler import SamplingPlan, SamplerConfig, checkpoint_schedule, sample_im
 from .schedule import SkipSchedule
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_GRID_CELL_WIDTH = 1024  # pixels: a grid of 64 samples at this width is 8,210 pixels square
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,32 +35,47 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m adaskip_ext.sample",
         description="Sample images, skipping the U-Net's deepest k levels at high-noise steps "
                     "(k(t) = min(N-1, floor(N - N (1-t)^c)), t = (timestep+1)/T).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--checkpoint", default=None,
                         help="adaskip .safetensors, diffusers UNet2DModel folder or DDIM .ckpt "
                              "(default: the embedded digits model)")
     parser.add_argument("--skip-type", choices=SKIP_TYPES, default=None,
-                        help="override the checkpoint's skip type")
+                        help="what feeds the first active up block when levels are skipped "
+                             "(default: the checkpoint's)")
     parser.add_argument("--fresh-bridges", action="store_true",
                         help="with --skip-type interpolate on a checkpoint without bridges: zero-initialised ones")
     parser.add_argument("--c", type=float, default=None,
-                        help="schedule exponent (0 = full network; default: the checkpoint's)")
+                        help="schedule exponent, 0 = full network (default: the checkpoint's)")
     parser.add_argument("--skip-list", default=None,
-                        help="explicit k per step, noisiest first, e.g. 2,2,1,0 (overrides --c)")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+                        help="explicit k per step, noisiest first, e.g. 2,2,1,0 "
+                             "(default: k(t) from --c)")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim",
+                        help="DDIM (deterministic at --eta 0) or DDPM ancestral steps")
     parser.add_argument("--steps", type=int, default=100, help="sampling steps")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
-    parser.add_argument("--clip-x0", action="store_true",
-                        help="DDIM: clip the predicted x0 to [-1, 1] at every step (DDPM always does)")
+    clipping = parser.add_mutually_exclusive_group()
+    clipping.add_argument("--clip-x0", dest="clip_x0", action="store_true",
+                          help="DDIM: clip the predicted x0 to [-1, 1] at every step, as "
+                               "diffusers' clip_sample (the default; DDPM always clips)")
+    clipping.add_argument("--no-clip-x0", dest="clip_x0", action="store_false",
+                          help="DDIM: leave x0 unclipped, as the DDIM code whose published "
+                               "FIDs are unclipped")
+    parser.set_defaults(clip_x0=True)
     parser.add_argument("--time-seq", choices=("uniform", "quad"), default="uniform",
                         help="which timesteps the sampler visits")
-    parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (auto: CUDA if present)")
+    parser.add_argument("--num-samples", type=int, default=64, help="images to draw")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images drawn at once; with --seed it fixes every image")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of each batch's x_T and step noise")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … or auto (CUDA if present)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
     parser.add_argument("--out", default="samples", help="output directory")
+    parser.add_argument("--grid-cell-width", type=int, default=GRID_CELL_WIDTH, metavar="PX",
+                        help="samples.png scales each sample up (nearest neighbour) to at least PX "
+                             "pixels wide, 1 keeps its size; the .npz and --save-images keep the "
+                             "model's resolution")
     parser.add_argument("--save-images", action="store_true", help="also write OUT/images/NNNNNN.png")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT")
     parser.add_argument("--no-graphs", action="store_true",
@@ -75,7 +92,8 @@ def output_paths(out: Path, save_images: bool) -> list[Path]:
 
 
 def check_outputs(out: Path, save_images: bool, overwrite: bool) -> None:
-    """Refuse to replace earlier results silently; fail early on an unwritable location."""
+    """Refuse to replace earlier results silently; fail early on an unwritable location
+    (creating nothing: the folder appears with the first result)."""
     existing = [p for p in output_paths(out, save_images) if p.exists()]
     if existing and not overwrite:
         raise UserFacingError(f"{existing[0]} already exists; pass --overwrite to replace it")
@@ -160,7 +178,8 @@ def draw_parts(model: AdaptiveUNet, args: argparse.Namespace, schedule: SkipSche
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """The checks that need no model: counts positive, η in [0, 1], c finite and ≥ 0."""
+    """The checks that need no model: counts positive, η in [0, 1], c finite and ≥ 0, the grid's
+    cell width in [1, 1024]."""
     for flag, value in {"--steps": args.steps, "--num-samples": args.num_samples,
                         "--batch-size": args.batch_size}.items():
         if value < 1:
@@ -169,6 +188,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserFacingError(f"--eta must lie in [0, 1], got {args.eta}")
     if args.c is not None and not (math.isfinite(args.c) and args.c >= 0):
         raise UserFacingError(f"--c must be a finite number >= 0, got {args.c}")
+    if not 1 <= args.grid_cell_width <= MAX_GRID_CELL_WIDTH:
+        raise UserFacingError(f"--grid-cell-width must lie in [1, {MAX_GRID_CELL_WIDTH}] pixels, "
+                              f"got {args.grid_cell_width}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,11 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def sample_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch.device) -> int:
-    out = Path(args.out)
-    check_outputs(out, args.save_images, args.overwrite)
+    """Inputs first (flags, checkpoint, schedule), then the outputs: a bad input is reported as
+    such, whatever OUT holds, and leaves nothing behind."""
     if args.compare_full and ranks.world > 1:
         raise UserFacingError("--compare-full times the whole run in one process; run it without torchrun")
-
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     model = load_model(checkpoint, skip_type=args.skip_type, fresh_bridges=args.fresh_bridges)
     schedule = build_schedule(args, model)
@@ -191,6 +212,8 @@ def sample_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torc
         plan = SamplingPlan.build(config, schedule, model.metadata["diffusion"]["num_timesteps"])
     except ValueError as error:
         raise UserFacingError(f"--steps: {error}") from None
+    out = Path(args.out)
+    check_outputs(out, args.save_images, args.overwrite)
     num_batches = -(-args.num_samples // args.batch_size)
     store = open_parts(out, run_settings(args, checkpoint, model, schedule), num_batches, ranks,
                        args.overwrite)
@@ -205,9 +228,10 @@ def sample_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torc
             capture = graphs.graphs_for(model, config, levels, args.batch_size, DTYPES[args.dtype],
                                         device).report
     if ranks.main:
+        clipping = f" (x0 clipping {'on' if args.clip_x0 else 'off'})" if args.sampler == "ddim" else ""
         print(f"{checkpoint}: skip type {model.skip_type}, {model.num_levels} levels, "
-              f"schedule {schedule.describe()}, {args.sampler} {args.steps} {args.time_seq} steps, "
-              f"{args.num_samples} samples on {device} ({args.dtype})"
+              f"schedule {schedule.describe()}, {args.sampler} {args.steps} {args.time_seq} steps"
+              f"{clipping}, {args.num_samples} samples on {device} ({args.dtype})"
               + (f", {ranks.world} processes" if ranks.world > 1 else ""))
         if done:
             print(f"resuming: {len(done)} of {num_batches} batches were already drawn ({store.folder})")
@@ -218,7 +242,7 @@ def sample_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torc
         return 0
     images = store.merge(args.num_samples)
     save_npz(images, out / "samples.npz")
-    save_png(grid(images), out / "samples.png")
+    save_png(grid(images, args.grid_cell_width), out / "samples.png")
     if args.save_images:
         save_image_folder(images, out / "images")
     store.remove()

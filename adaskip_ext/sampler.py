@@ -93,7 +93,7 @@ def sample_images(
     steps: int = 100,
     eta: float = 0.0,
     time_seq: TimeSequence = "uniform",
-    clip_x0: bool = False,
+    clip_x0: bool = True,
     schedule: SkipSchedule | None = None,
     diffusion: DiffusionConfig | None = None,
     batch_size: int = 64,
@@ -107,8 +107,9 @@ def sample_images(
     """Draw ``num_samples`` images with the model; returns (num_samples, C, R, R) in [-1, 1].
 
     ``schedule`` defaults to the checkpoint's c (``model.metadata``) or the full network;
-    ``diffusion`` to the checkpoint's or the DDPM defaults. ``clip_x0`` clips DDIM's x0
-    prediction to [-1, 1] (diffusers' ``clip_sample``; the DDIM code does not clip). ``batches`` restricts the work to
+    ``diffusion`` to the checkpoint's or the DDPM defaults. ``clip_x0`` (default on) clips
+    DDIM's x0 prediction to [-1, 1] at every step, as diffusers' ``clip_sample`` does; False runs
+    the DDIM code's unclipped update (its published numbers). ``batches`` restricts the work to
     those batch indices (their rows are returned in order), for sharding. On a CUDA device each
     step replays a CUDA graph captured per k (``graphs.py``) unless ``graphs`` is False; a last
     partial batch runs at the full batch size and is cut, so the graphs serve every batch. The

@@ -22,13 +22,14 @@ TimeSequence = Literal["uniform", "quad"]
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """What to run: sampler kind, number of steps, η and the time sequence."""
+    """What to run: sampler kind, number of steps, η, the time sequence and whether DDIM clips
+    its x0 prediction to [-1, 1] (diffusers' ``clip_sample``; the DDIM code does not)."""
 
     sampler: SamplerName = "ddim"
     steps: int = 100
     eta: float = 0.0
     time_seq: TimeSequence = "uniform"
-    clip_x0: bool = False  # DDIM only (DDPM always clips, as the DDPM code does)
+    clip_x0: bool = True  # DDIM only (DDPM always clips, as the DDPM code does)
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddpm", "ddim"):

@@ -6,7 +6,6 @@ exact resume needs, loadable with ``torch.load(weights_only=True)``) and ``OUT/l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m adaskip_ext.train",
         description="Train a skip-aware DDPM U-Net (k = number of deepest levels skipped).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="digits", help="model size")
     parser.add_argument("--data", default="digits",
@@ -53,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (0 disables)")
     parser.add_argument("--ema-decay", type=float, default=0.9999, help="EMA decay (0 disables EMA)")
     parser.add_argument("--init", default=None,
-                        help="start from this checkpoint's weights (adaskip, diffusers folder or DDIM .ckpt)")
+                        help="start from this checkpoint's weights: adaskip, diffusers folder or DDIM "
+                             ".ckpt (default: fresh weights of --preset)")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/resume.pt")
     parser.add_argument("--save-every", type=int, default=1000, help="checkpoint interval in steps")
     parser.add_argument("--log-every", type=int, default=50, help="loss-log interval in steps")
     parser.add_argument("--out", default="runs/train", help="output directory")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (auto: CUDA if present)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … or auto (CUDA if present)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     return parser
 
@@ -220,6 +220,13 @@ def trim_log(log: Path, step: int) -> None:
         tmp.write_text("".join(line + "\n" for line in kept))
 
 
+def append_record(log: Path, record: dict[str, Any]) -> None:
+    """One JSON line at the end of ``log``; its folder appears with the first line written."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -227,15 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch.device) -> int:
-    """Train on this rank; rank 0 alone writes the log and the checkpoints."""
+    """Train on this rank; rank 0 alone writes the log and the checkpoints. The inputs (flags,
+    --init, --data) are checked before OUT, which appears with the first log line or checkpoint."""
     out = Path(args.out)
     resume_file, log_file = out / "resume.pt", out / "log.jsonl"
     if args.resume and not resume_file.exists():
         raise UserFacingError(f"{resume_file}: nothing to resume (no such file)")
+    trainer = Trainer(args, device, ranks)
     if not args.resume and resume_file.exists():
         raise UserFacingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    trainer = Trainer(args, device, ranks)
-    if ranks.main:  # after the data and model load (whose errors should not leave a folder behind)
+    if ranks.main:
         check_writable(out)
     if args.resume:
         trainer.restore(resume_file)
@@ -247,10 +255,8 @@ def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch
               f"{f' × {ranks.world} processes' if ranks.world > 1 else ''}, "
               f"from step {trainer.step_count} to {args.steps}")
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        log = stack.enter_context(open(log_file, "a")) if ranks.main else None
-        bar = stack.enter_context(tqdm(total=args.steps, initial=trainer.step_count, desc="training",
-                                       unit="step", disable=not ranks.main))
+    with tqdm(total=args.steps, initial=trainer.step_count, desc="training", unit="step",
+              disable=not ranks.main) as bar:
         while trainer.step_count < args.steps:
             loss = trainer.step()
             bar.update(1)
@@ -261,9 +267,8 @@ def train_main(args: argparse.Namespace, ranks: distributed.Ranks, device: torch
                 record = {"step": step, "loss": sum(losses) / len(losses),
                           "lr": trainer.learning_rate(step - 1),
                           "elapsed_s": round(time.perf_counter() - started, 2)}
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                if ranks.main:
+                    append_record(log_file, record)
                 losses.clear()
             if ranks.main and (step % args.save_every == 0 or step == args.steps):
                 trainer.save(out)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from adaskip_ext.io_utils import UserFacingError, check_writable
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -54,10 +56,18 @@ def parser_for(doc: str, threads: int = 2) -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse; refuse --device cuda without a device (one line, exit status 2); set the threads."""
+    """Parse; refuse --device cuda without a device, --threads below 1 and an --out that cannot
+    be written (one line, exit status 2; creating nothing: --out appears with the results); set
+    the threads."""
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.exit(2, f"{parser.prog}: --device cuda: no CUDA device is available\n")
+    if args.threads < 1:
+        parser.exit(2, f"{parser.prog}: --threads must be positive, got {args.threads}\n")
+    try:
+        check_writable(args.out)
+    except UserFacingError as error:
+        parser.exit(2, f"{parser.prog}: {error}\n")
     torch.set_num_threads(args.threads)
     return args
 

@@ -33,12 +33,12 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def sampling_seconds(model: AdaptiveUNet, sampler: str, steps: int, c: float, batch: int,
-                     device: str, dtype: torch.dtype, graphs: bool) -> float:
+                     device: str, dtype: torch.dtype, graphs: bool, clip_x0: bool) -> float:
     """Wall time of one whole sampling run of ``batch`` images."""
     start = time.perf_counter()
     sample_images(model, batch, sampler=sampler, steps=steps, batch_size=batch, device=device,
-                  dtype=dtype, graphs=graphs, schedule=SkipSchedule(model.num_levels, c=c),
-                  progress=False)
+                  dtype=dtype, graphs=graphs, clip_x0=clip_x0,
+                  schedule=SkipSchedule(model.num_levels, c=c), progress=False)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -67,7 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
     parser.add_argument("--skip-types", nargs="+", default=list(SKIP_TYPES), choices=SKIP_TYPES)
+    clipping = parser.add_mutually_exclusive_group()
+    clipping.add_argument("--clip-x0", dest="clip_x0", action="store_true",
+                          help="DDIM clips its x0 prediction, as the sample CLI by default (the default)")
+    clipping.add_argument("--no-clip-x0", dest="clip_x0", action="store_false",
+                          help="DDIM leaves x0 unclipped, as the DDIM code")
+    parser.set_defaults(clip_x0=True)
     args = parse(parser, argv)
+    for flag, value in {"--batch": args.batch, "--repeats": args.repeats,
+                        "--ddim-steps": args.ddim_steps or 1, "--ddpm-steps": args.ddpm_steps or 1}.items():
+        if value < 1:
+            parser.exit(2, f"{parser.prog}: {flag} must be positive, got {value}\n")
     quick = 20 if args.quick else None
     samplers = {"ddim": args.ddim_steps or quick or 100, "ddpm": args.ddpm_steps or quick or 1000}
     graphs = args.device == "cuda" and not args.no_graphs
@@ -82,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                 for c in C_VALUES:
                     def run(c_run: float) -> float:
                         return sampling_seconds(model, sampler, steps, c_run, args.batch, args.device,
-                                                DTYPES[dtype], graphs)
+                                                DTYPES[dtype], graphs, args.clip_x0)
                     full, skipped = measure(run, c, args.repeats)
-                    plan = SamplingPlan.build(SamplerConfig(sampler, steps),
+                    plan = SamplingPlan.build(SamplerConfig(sampler, steps, clip_x0=args.clip_x0),
                                               SkipSchedule(model.num_levels, c=c), 1000)
                     ideal = costs.ideal_savings(share, list(plan.skip_levels))
                     rows.append({"skip_type": skip_type, "dtype": dtype, "sampler": sampler,
@@ -95,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"{rows[-1]['saved']:6.1%} (ideals: FLOPs {ideal['flops']:.1%}, ops "
                           f"{ideal['ops']:.1%}, params {ideal['params']:.1%})", flush=True)
     meta = {**metadata(args.device), "batch": args.batch, "graphs": graphs,
-            "repeats": args.repeats}
+            "repeats": args.repeats, "clip_x0": args.clip_x0}
     lines = [f"# Time saved by the skip schedule: {meta['device']}", "",
              f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; DDPM CIFAR-10 U-Net, "
-             f"batch {args.batch}, {'CUDA graphs' if graphs else 'eager'}, median of {args.repeats} runs at c "
+             f"batch {args.batch}, {'CUDA graphs' if graphs else 'eager'}, DDIM x0 clipping "
+             f"{'on' if args.clip_x0 else 'off'}, median of {args.repeats} runs at c "
              "and at c = 0 taken in turn. "
              "Ideals: the time saved if time followed the FLOP, op-count or parameter share of "
              "each step's k.", "",

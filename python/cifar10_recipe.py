@@ -32,6 +32,9 @@ from adaskip_ext.fid import random_inception_weights
 
 FULL = {"train_steps": 20_000, "samples": 50_000, "batch_size": 500, "ddim_steps": 100,
         "preset": "ddpm_cifar10", "train_batch": 128, "lr": "2e-5", "warmup": "1000", "ema": "0.9999"}
+# DDIM's x0 prediction unclipped, as in the DDIM code, whose published CIFAR-10 FIDs these rows
+# are read against (the sample CLI clips by default).
+CLIP_X0 = False
 QUICK = {"train_steps": 2, "samples": 16, "batch_size": 8, "ddim_steps": 4, "preset": "tiny",
          "train_batch": 8, "lr": "2e-4", "warmup": "1", "ema": "0"}
 
@@ -56,7 +59,7 @@ def fake_cifar(folder: Path, images_per_batch: int = 20) -> Path:
 
 def quick_inputs(work: Path, log: list[str]) -> tuple[Path, Path, Path]:
     """(pretrained diffusers folder, CIFAR folder, Inception weights) for --quick."""
-    cifar = fake_cifar(work / "fake-cifar")
+    cifar = fake_cifar(work / "fake-cifar")  # also creates WORK
     weights = work / "random-inception.pth"
     if not weights.exists():
         random_inception_weights(weights)
@@ -82,16 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model, random data and features")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    inputs = (("--pretrained", args.pretrained), ("--cifar", args.cifar),
+              ("--inception-weights", args.inception_weights))
+    if not args.quick:  # checked before anything is written under --work
+        missing = [flag for flag, value in inputs if value is None]
+        if missing:
+            parser.error(f"{', '.join(missing)} needed (or --quick)")
+        for flag, value in inputs:
+            if not value.exists():
+                parser.error(f"{flag} {value}: no such file or folder")
     size = QUICK if args.quick else FULL
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
     if args.quick:
         args.pretrained, args.cifar, args.inception_weights = quick_inputs(work, log)
-    missing = [flag for flag, value in (("--pretrained", args.pretrained), ("--cifar", args.cifar),
-                                        ("--inception-weights", args.inception_weights)) if value is None]
-    if missing:
-        parser.error(f"{', '.join(missing)} needed (or --quick)")
     device = ["--device", args.device] if not args.quick else ["--device", "cpu"]
     try:
         converted = work / "pretrained.safetensors"
@@ -130,14 +137,15 @@ def evaluate(name: str, checkpoint: Path, c: int, stats: Path, size: dict, args:
     started = time.perf_counter()
     run("-m", "adaskip_ext.sample", "--checkpoint", str(checkpoint), "--c", str(c),
         "--steps", str(size["ddim_steps"]), "--num-samples", str(size["samples"]),
-        "--batch-size", str(size["batch_size"]), "--out", str(out), "--overwrite", *device, log=log)
+        "--batch-size", str(size["batch_size"]), "--clip-x0" if CLIP_X0 else "--no-clip-x0",
+        "--out", str(out), "--overwrite", *device, log=log)
     seconds = time.perf_counter() - started
     log.append(f"python -m adaskip_ext.fid compute {out / 'samples.npz'} {stats} "
                f"--inception-weights {args.inception_weights}")
     scored = subprocess.run([sys.executable, "-m", "adaskip_ext.fid", "compute", str(out / "samples.npz"),
                              str(stats), "--inception-weights", str(args.inception_weights), *device],
                             check=True, capture_output=True, text=True)
-    row = {"model": name, "c": c, "samples": size["samples"], "seconds": seconds,
+    row = {"model": name, "c": c, "samples": size["samples"], "clip_x0": CLIP_X0, "seconds": seconds,
            "fid": last_value(scored.stdout)}
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(row) + "\n")
@@ -147,8 +155,9 @@ def evaluate(name: str, checkpoint: Path, c: int, stats: Path, size: dict, args:
 
 def write_table(work: Path, rows: list[dict], size: dict, log: list[str]) -> None:
     lines = ["# CIFAR-10 recipe", "",
-             f"{size['samples']} samples per row, DDIM-{size['ddim_steps']} uniform, seed 0; FID "
-             "against the training set's statistics; seconds include start-up.", "",
+             f"{size['samples']} samples per row, DDIM-{size['ddim_steps']} uniform, seed 0, x0 "
+             f"clipping: {'on' if CLIP_X0 else 'off (as the DDIM code)'}; FID against the training "
+             "set's statistics; seconds include start-up.", "",
              "| model | c | FID | sampling s |", "|---|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['c']} | {r['fid']:.3f} | {r['seconds']:.0f} |" for r in rows]
     lines += ["", "Commands run in this invocation (earlier stages were kept):", "", "```",

@@ -7,9 +7,9 @@
 same number of steps, so every variant has seen the same training: the plain model continued
 (``full-extra``), ``zero``, ``duplicate`` and ``interpolate`` with the constant-k scheme at
 c = 2, and ``zero-random`` with the random scheme. ``table1``: digits-FID (``digits_metric``)
-of every fine-tuned variant × c ∈ {0, 1, 2, 3, 5}, DDIM uniform steps. ``table2``: time saved
-by each c, whole sampling runs at c and at c = 0 timed in turn, beside the ideals of
-``adaskip_ext.costs``. ``table3``: the zero model at c = 2 and the plain model at c = 0 under
+of every fine-tuned variant × c ∈ {0, 1, 2, 3, 5}, DDIM uniform steps with x0 unclipped (as the
+DDIM code, and the committed results). ``table2``: time saved by each c, whole sampling runs at
+c and at c = 0 timed in turn, beside the ideals of ``adaskip_ext.costs``. ``table3``: the zero model at c = 2 and the plain model at c = 0 under
 DDIM at several step counts × η. ``report``: markdown tables and PNG plots in ``--out``.
 
 Every stage resumes where it stopped: a finished training run or table cell is kept (its JSON
@@ -49,6 +49,9 @@ VARIANTS = {
     "zero-random": ["--scheme", "random", "--skip-type", "zero", "--c", "2"],
 }
 SEED = 0
+# DDIM's x0 prediction stays unclipped, as in the DDIM paper's code and in the committed results
+# (docs/results/digits), which were drawn before the package's sampler clipped by default.
+CLIP_X0 = False
 
 
 def train(name: str, flags: list[str], args: argparse.Namespace) -> Path:
@@ -89,7 +92,7 @@ def sample_and_score(variant: str, c: float, steps: int, eta: float, args: argpa
     """``args.samples`` DDIM samples of one variant at one schedule, timed and scored."""
     model = load_model(args.runs / variant / "last.safetensors")
     started = time.perf_counter()
-    samples = sample_images(model, args.samples, sampler="ddim", steps=steps, eta=eta,
+    samples = sample_images(model, args.samples, sampler="ddim", steps=steps, eta=eta, clip_x0=CLIP_X0,
                             schedule=SkipSchedule(model.num_levels, c=c), batch_size=args.batch_size,
                             seed=SEED, device="cpu", progress=False)
     seconds = time.perf_counter() - started
@@ -99,8 +102,8 @@ def sample_and_score(variant: str, c: float, steps: int, eta: float, args: argpa
     score = digits_metric.score(images)
     print(f"{variant:<12} c={c:g} DDIM-{steps} η={eta:g}: digits-FID {score.fid:7.2f}, "
           f"{score.coverage}/10 classes, {seconds:.0f} s", flush=True)
-    return {"variant": variant, "c": c, "steps": steps, "eta": eta, "samples": args.samples,
-            "seconds": seconds, "fid": score.fid, "coverage": score.coverage,
+    return {"variant": variant, "c": c, "steps": steps, "eta": eta, "clip_x0": CLIP_X0,
+            "samples": args.samples, "seconds": seconds, "fid": score.fid, "coverage": score.coverage,
             "confidence": score.confidence, "class_shares": score.class_shares}
 
 
@@ -115,7 +118,7 @@ def table1(args: argparse.Namespace) -> list[dict]:
 
 def timed_run(model, c: float, args: argparse.Namespace) -> float:
     started = time.perf_counter()
-    sample_images(model, args.timing_batch, sampler="ddim", steps=args.ddim_steps,
+    sample_images(model, args.timing_batch, sampler="ddim", steps=args.ddim_steps, clip_x0=CLIP_X0,
                   schedule=SkipSchedule(model.num_levels, c=c), batch_size=args.timing_batch,
                   seed=SEED, device="cpu", progress=False)
     return time.perf_counter() - started
@@ -130,10 +133,10 @@ def time_saved(variant: str, c: float, args: argparse.Namespace) -> dict:
     for _ in range(args.repeats):
         full.append(timed_run(model, 0.0, args))
         skipped.append(timed_run(model, c, args))
-    plan = SamplingPlan.build(SamplerConfig("ddim", args.ddim_steps), SkipSchedule(model.num_levels, c=c), 1000)
+    plan = SamplingPlan.build(SamplerConfig("ddim", args.ddim_steps, clip_x0=CLIP_X0), SkipSchedule(model.num_levels, c=c), 1000)
     saved = 1 - statistics.median(skipped) / statistics.median(full)
     print(f"{variant:<12} c={c:g}: {saved:.1%} saved", flush=True)
-    return {"variant": variant, "c": c, "full_s": statistics.median(full),
+    return {"variant": variant, "c": c, "clip_x0": CLIP_X0, "full_s": statistics.median(full),
             "skipped_s": statistics.median(skipped), "saved": saved,
             **{f"ideal_{k}": v for k, v in costs.ideal_savings(share, list(plan.skip_levels)).items()}}
 
@@ -169,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing-batch", type=int, default=64, help="Table 2's batch")
     parser.add_argument("--repeats", type=int, default=3, help="Table 2's timed runs per setting")
     args = parser.parse_args(argv)
+    counts = {"--full-steps": args.full_steps, "--fine-tune-steps": args.fine_tune_steps,
+              "--samples": args.samples, "--batch-size": args.batch_size, "--ddim-steps": args.ddim_steps,
+              "--timing-batch": args.timing_batch, "--repeats": args.repeats,
+              "--table3-steps": min(args.table3_steps)}
+    for flag, value in counts.items():  # before any stage writes under --runs or --out
+        if value < 1:
+            parser.error(f"{flag} must be positive, got {value}")
     torch.set_num_threads(2)
     try:
         if args.stage in ("train", "all"):

@@ -14,6 +14,18 @@ def _command(args: argparse.Namespace) -> str:
     return "python python/digits_recipe.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+CLIPPING_NOTES = {"off": "DDIM's x0 prediction unclipped, as in the DDIM paper's code",
+                  "on": "DDIM's x0 prediction clipped to [-1, 1] at every step",
+                  "mixed": "some cells clipped DDIM's x0 prediction, some did not"}
+
+
+def clipping(results: dict[str, list[dict]]) -> str:
+    """Whether DDIM clipped its x0 prediction in the cells: on, off or mixed (cells written
+    before the recipe recorded it were drawn unclipped)."""
+    values = {r.get("clip_x0", False) for rows in results.values() for r in rows}
+    return "mixed" if len(values) > 1 else ("on" if values == {True} else "off")
+
+
 def table1_markdown(rows: list[dict]) -> list[str]:
     cs = sorted({r["c"] for r in rows})
     lines = ["| variant | " + " | ".join(f"c = {c:g}" for c in cs) + " |",
@@ -114,6 +126,7 @@ def write_report(args: argparse.Namespace, results: dict[str, list[dict]], machi
         f"{args.fine_tune_steps} more from it (`full-extra` continues the plain scheme). Metric: "
         "digits-FID of the shipped digits classifier against all 1,797 real digits (a small-scale "
         "proxy, not CIFAR-10 FID), and the classes covered.", "",
+        f"x0 clipping: {clipping(results)} ({CLIPPING_NOTES[clipping(results)]})", "",
         f"## Table 1: digits-FID (classes covered), DDIM-{args.ddim_steps} uniform, η = 0, "
         f"{args.samples} samples per cell", "", *table1_markdown(t1), "", *finding(t1), "",
         "![digits-FID against time saved](quality_vs_time.png)", "",

@@ -107,7 +107,7 @@ DDPM_SETTINGS = dict(freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, 
 
 
 def diffusers_unet(**settings: Any) -> Any:
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed")
     return perturbed(diffusers.UNet2DModel(**{**DDPM_SETTINGS, **settings}))
 
 
@@ -138,7 +138,7 @@ def test_diffusers_folder_to_ours(tmp_path: Path, case: str) -> None:
                resolution=8, num_groups=8),
 ], ids=["tiny", "2-level-grey", "3-level-two-attn"])
 def test_ours_to_diffusers(tmp_path: Path, config: UNetConfig) -> None:
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed")
     model = perturbed(AdaptiveUNet(config, "interpolate"))
     save_model(model, tmp_path / "m.safetensors")
     assert convert.main([str(tmp_path / "m.safetensors"), str(tmp_path / "out"), "--to", "diffusers"]) == 0
@@ -454,7 +454,7 @@ GOOGLE_DDPM_CIFAR10 = {
 def test_google_ddpm_cifar10_layout() -> None:
     """The full-size model: configs both ways, DDIM shape inference, and the name mapping
     checked name by name and shape by shape on the meta device."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed")
     config = config_from_diffusers(GOOGLE_DDPM_CIFAR10, Path("config.json"), None)
     assert config == UNetConfig(**{**UNetConfig.ddpm_cifar10().to_dict(), "dropout": 0.0})
     written = diffusers_config(UNetConfig.ddpm_cifar10())

@@ -13,7 +13,7 @@ import torch
 from adaskip_ext.data import cifar10_images, folder_images, load_dataset, read_cifar_batch
 from adaskip_ext.io_utils import UserFacingError
 
-Image = pytest.importorskip("PIL.Image")
+Image = pytest.importorskip("PIL.Image", reason="pillow not installed")
 
 
 def _string(value: bytes) -> bytes:

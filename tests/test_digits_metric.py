@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("pytorch_fid")
+pytest.importorskip("pytorch_fid", reason="pytorch-fid not installed")
 
 from adaskip_ext import digits_metric  # noqa: E402
 from adaskip_ext.data import digits_images  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("pytorch_fid")
+pytest.importorskip("pytorch_fid", reason="pytorch-fid not installed")
 
 from adaskip_ext import fid  # noqa: E402
 from adaskip_ext.io_utils import UserFacingError  # noqa: E402

@@ -88,7 +88,7 @@ def test_fused_training_gradients_match_plain(tiny_config, skip_type):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("backend", [None, "native", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_matches_plain_on_cuda(backend, dtype, no_tf32):

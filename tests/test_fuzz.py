@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = pytest.importorskip("hypothesis", reason="hypothesis not installed")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from adaskip_ext import AdaptiveUNet, UNetConfig, cli, save_model  # noqa: E402

@@ -22,7 +22,7 @@ CUDA = torch.cuda.is_available()
 
 def on_gpu(test):
     """Marks ``test`` as a GPU test that skips without CUDA."""
-    return pytest.mark.gpu(pytest.mark.skipif(not CUDA, reason="needs a CUDA device")(test))
+    return pytest.mark.gpu(pytest.mark.skipif(not CUDA, reason="no CUDA device")(test))
 
 SAMPLERS = [SamplerConfig("ddim", 10), SamplerConfig("ddim", 10, eta=0.5), SamplerConfig("ddpm", 10)]
 

@@ -19,7 +19,7 @@ CUDA = torch.cuda.is_available()
 CPU_DEVICE = pytest.param("cpu", id="cpu")
 CUDA_DEVICE = pytest.param(
     "cuda", id="cuda",
-    marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")])
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="no CUDA device")])
 DEVICES = [CPU_DEVICE, CUDA_DEVICE]
 CL = torch.channels_last
 NCHW = torch.contiguous_format
@@ -277,7 +277,8 @@ def test_opcheck_native(name, args):
 
 TRITON_DEVICES = [
     pytest.param("cpu", id="interpreter", marks=pytest.mark.skipif(
-        not ops.available("group_norm_silu", "triton", "cpu"), reason="needs TRITON_INTERPRET=1")),
+        not ops.available("group_norm_silu", "triton", "cpu"),
+        reason="Triton cannot run CPU tensors here (TRITON_INTERPRET=1 unset, or no Triton)")),
     CUDA_DEVICE,
 ]
 

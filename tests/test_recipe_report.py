@@ -40,7 +40,7 @@ def test_equal_time_pairs_zero_at_twice_the_plain_steps() -> None:
 
 
 def test_write_report_writes_tables_and_plot(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="matplotlib not installed")
     t1 = [t1_row(v, c, 1.0 + c) for v in ("full-extra", "zero") for c in (0.0, 2.0)]
     t2 = [{"variant": "zero", "c": 2.0, "full_s": 2.0, "skipped_s": 1.4, "saved": 0.3,
            "ideal_flops": 0.35, "ideal_ops": 0.4, "ideal_params": 0.1}]
@@ -52,3 +52,10 @@ def test_write_report_writes_tables_and_plot(tmp_path: Path) -> None:
     assert "| zero | 2 | 2.00 | 1.40 | 30.0% | 35.0% | 40.0% | 10.0% |" in text
     assert "| 0 | 10 | 10 | 9.00 | 20 | 11 | 4.00 |" in text
     assert (args.out / "quality_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    assert "x0 clipping: off" in text  # cells that do not record it were drawn unclipped
+
+
+def test_clipping_is_read_from_the_cells() -> None:
+    assert report.clipping({"table1": [{"clip_x0": False}], "table3": [{}]}) == "off"
+    assert report.clipping({"table1": [{"clip_x0": True}]}) == "on"
+    assert report.clipping({"table1": [{"clip_x0": True}], "table3": [{"clip_x0": False}]}) == "mixed"

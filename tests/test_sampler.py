@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def diffusers():
     """The oracle; only the tests that compare against it are skipped without it."""
-    return pytest.importorskip("diffusers")
+    return pytest.importorskip("diffusers", reason="diffusers not installed")
 
 
 @pytest.fixture
@@ -165,8 +165,8 @@ def test_sample_images_ddim_matches_diffusers_loop(diffusers, tiny_model, eta, c
     plan = SamplingPlan.build(SamplerConfig("ddim", steps, eta), schedule, T)
     if c > 0:
         assert len(set(plan.skip_levels)) == 3  # the loop really switches k
-    ours = sample_images(tiny_model, 3, sampler="ddim", steps=steps, eta=eta, schedule=schedule,
-                         batch_size=3, seed=seed, progress=False)
+    ours = sample_images(tiny_model, 3, sampler="ddim", steps=steps, eta=eta, clip_x0=False,
+                         schedule=schedule, batch_size=3, seed=seed, progress=False)
     theirs = diffusers_ddim_images(diffusers, tiny_model, plan, steps, eta, 3, seed)
     assert relative_error(ours, theirs) < 1e-5
 
@@ -281,6 +281,15 @@ def test_repeated_timestep_is_a_no_op():
     mean, variance = ddpm_mean_variance(x.clamp(-0.9, 0.9), eps * 0.01, abar, abar)
     torch.testing.assert_close(mean, x.clamp(-0.9, 0.9))
     assert variance == 0
+
+
+def test_ddim_clips_x0_by_default(tiny_model):
+    """The default is diffusers' clip_sample; clip_x0=False is the DDIM code's update."""
+    assert SamplerConfig().clip_x0
+    options = dict(sampler="ddim", steps=5, batch_size=2, seed=0, progress=False)
+    default = sample_images(tiny_model, 2, **options)
+    assert torch.equal(default, sample_images(tiny_model, 2, clip_x0=True, **options))
+    assert not torch.equal(default, sample_images(tiny_model, 2, clip_x0=False, **options))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def draw_many(drawer: BatchDrawer, steps: int = DRAWS) -> tuple[np.ndarray, np.n
 @pytest.fixture
 def stats():
     """scipy.stats, for the goodness-of-fit tests (only those are skipped without scipy)."""
-    return pytest.importorskip("scipy.stats")
+    return pytest.importorskip("scipy.stats", reason="scipy not installed")
 
 
 def assert_uniform_timesteps(stats, timesteps: np.ndarray, bins: int = 10) -> None:

@@ -55,7 +55,7 @@ def compile_all(dtype: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
 def test_triton_kernels_compile_for_sm90(dtype):
-    pytest.importorskip("triton.backends.nvidia")
+    pytest.importorskip("triton.backends.nvidia", reason="Triton's NVIDIA backend not installed")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, __file__, dtype], capture_output=True, text=True,
                             timeout=600, env=env, cwd=Path(__file__).parent)

@@ -24,10 +24,10 @@ CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 CPU = pytest.param(
-    "cpu", marks=pytest.mark.skipif(not INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1"), id="interp"
+    "cpu", marks=pytest.mark.skipif(not INTERPRET, reason="TRITON_INTERPRET=1 is not set (CPU tensors need Triton's interpreter)"), id="interp"
 )
 GPU = pytest.param(
-    "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")], id="cuda"
+    "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="no CUDA device")], id="cuda"
 )
 CL = torch.channels_last
 NCHW = torch.contiguous_format
