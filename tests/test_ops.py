@@ -6,6 +6,8 @@ extension (conftest sets ADASKIP_POISON_OUTPUTS=1), so an unwritten element fail
 """
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -310,6 +312,17 @@ def test_native_cpu_kernels_are_built():
     for op in ops.OPS:
         assert native.has_kernel(op, "cpu")
         assert ops.choose(op, "cpu") == "native"
+
+
+CPU_KERNELS = {"x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)", "baseline x86-64"}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the CPU clones are x86-64 only")
+def test_cpu_kernels_names_the_clone_this_cpu_runs():
+    name = ops.cpu_kernels()
+    assert name in CPU_KERNELS | {"AVX2"}, name  # AVX2: a GCC < 12 build's clone
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        assert name == "x86-64-v4 (AVX-512)"
 
 
 def test_cuda_kernels_are_registered_when_built_with_cuda():
