@@ -30,23 +30,61 @@ namespace adaskip {
 // The clone this CPU runs: "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)" or "baseline x86-64".
 const char* cpu_isa();
 
-// Sixteen floats as one value (GCC/Clang vector extension): explicit SIMD that each clone lowers
-// to its own ISA: one AVX-512 register, two AVX registers or four SSE registers. Sixteen, not
-// eight, so that the AVX-512 clone works on full 512-bit registers.
-constexpr int64_t kWidth = 16;
-typedef float floatv __attribute__((vector_size(4 * kWidth)));
-typedef int32_t intv __attribute__((vector_size(4 * kWidth)));
-typedef uint32_t uintv __attribute__((vector_size(4 * kWidth)));
+// 8 and 16 floats as one value (GCC/Clang vector extension): explicit SIMD that each clone
+// lowers to its own ISA. The loops are templates on the width and run 16 floats (one zmm
+// register) in the AVX-512 clone, 8 (one ymm register, or two SSE ones) in the others: 16 would
+// not fit AVX2's sixteen registers (the exp spills; measured slower than 8).
+typedef float float8v __attribute__((vector_size(32)));
+typedef int32_t int8v __attribute__((vector_size(32)));
+typedef uint32_t uint8v __attribute__((vector_size(32)));
+typedef float float16v __attribute__((vector_size(64)));
+typedef int32_t int16v __attribute__((vector_size(64)));
+typedef uint32_t uint16v __attribute__((vector_size(64)));
 
-ADASKIP_INLINE floatv loadv(const float* p) {
-  floatv v;
+// The int32 and uint32 types of a float type's shape (scalar or vector).
+template <typename T>
+struct IntsOf;
+template <>
+struct IntsOf<float> {
+  using Signed = int32_t;
+  using Unsigned = uint32_t;
+};
+template <>
+struct IntsOf<float8v> {
+  using Signed = int8v;
+  using Unsigned = uint8v;
+};
+template <>
+struct IntsOf<float16v> {
+  using Signed = int16v;
+  using Unsigned = uint16v;
+};
+
+template <typename V>
+constexpr int64_t kLanes = sizeof(V) / sizeof(float);
+
+// True on the CPUs whose kernels are the AVX-512 clone: GCC's resolver picks that clone exactly
+// when the CPU supports x86-64-v4, so a clone calls the 16-float loops only if it is that clone.
+inline bool wide_vectors() {
+#if ADASKIP_CLONES == 3
+  static const bool wide = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4"));
+  return wide;
+#else
+  return false;
+#endif
+}
+
+template <typename V>
+ADASKIP_INLINE V loadv(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-ADASKIP_INLINE void storev(float* p, floatv v) { std::memcpy(p, &v, sizeof(v)); }
-
-ADASKIP_INLINE floatv splatv(float v) { return floatv{} + v; }
+template <typename V>
+ADASKIP_INLINE void storev(float* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
 
 // Bit casts between the float and int32 views of one value (scalar or vector).
 template <typename To, typename From>
@@ -84,7 +122,8 @@ ADASKIP_INLINE I min_int(I a, I b) {
 // minimums: as unsigned integers negative floats sit above all positive ones and grow with their
 // magnitude; as signed integers they are negative, and positive floats order by value. NaN
 // clamps too; the callers keep it, through z in silu's numerator and derivative.
-template <typename T, typename I, typename U>
+template <typename T, typename I = typename IntsOf<T>::Signed,
+          typename U = typename IntsOf<T>::Unsigned>
 ADASKIP_INLINE T clamp_exp_argument(T x) {
   const U below = min_int(bit_cast<U>(x), U{} + bit_cast<uint32_t>(-87.0f));
   return bit_cast<T>(min_int(bit_cast<I>(below), I{} + bit_cast<int32_t>(88.0f)));
@@ -93,20 +132,16 @@ ADASKIP_INLINE T clamp_exp_argument(T x) {
 // exp(x) to about 3 ulp: Cody-Waite reduction x = n ln2 + r, the polynomial for e^r, and 2^n
 // built in the exponent bits. x log2(e) + 1.5 * 2^23 holds n in its low mantissa bits, so read
 // as an integer it gives 2^n's exponent field without a float-to-int conversion. Branch-free,
-// for float and floatv alike (std::exp and loops calling it do not vectorise).
-template <typename T, typename I, typename U>
-ADASKIP_INLINE T exp_kernel(T x) {
-  x = clamp_exp_argument<T, I, U>(x);
+// for float and vectors alike (std::exp and loops calling it do not vectorise).
+template <typename T, typename I = typename IntsOf<T>::Signed>
+ADASKIP_INLINE T exp_approx(T x) {
+  x = clamp_exp_argument(x);
   const T shifted = x * kLog2e + kShifter;
   const T n = shifted - kShifter;
   const T r = (x - n * kLn2High) - n * kLn2Low;
   const I exponent = (bit_cast<I>(shifted) - (kShifterBits - 127)) << 23;
   return exp_polynomial(r) * bit_cast<T>(exponent);
 }
-
-ADASKIP_INLINE float exp_approx(float x) { return exp_kernel<float, int32_t, uint32_t>(x); }
-
-ADASKIP_INLINE floatv exp_approx(floatv x) { return exp_kernel<floatv, intv, uintv>(x); }
 
 // silu(z) = z * sigmoid(z) = z / (1 + exp(-z)): one division (on AVX-512 cheaper than a
 // reciprocal estimate refined by Newton steps in portable code, measured).
