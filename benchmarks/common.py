@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from adaskip_ext.io_utils import UserFacingError, check_writable
+from adaskip_ext.ops import cpu_kernels
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,6 +32,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
@@ -38,9 +50,14 @@ def device_name(device: str) -> str:
 
 
 def metadata(device: str) -> dict:
-    """Device, torch version, commit and date, for the head of every result file."""
-    return {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
+    """Device, torch version, commit and date, for the head of every result file; on CPU also
+    the model, torch's CPU capability (the ISA of its own kernels) and our kernels' clone."""
+    meta = {"device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if device == "cpu":
+        meta.update(cpu_model=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                    cpu_kernels=cpu_kernels())
+    return meta
 
 
 def parser_for(doc: str, threads: int = 2) -> argparse.ArgumentParser:

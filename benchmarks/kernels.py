@@ -183,7 +183,12 @@ def bench_bridge(device, dtype, batches, measure, bandwidth) -> list[Row]:
 def markdown(meta: dict, rows: list[Row]) -> str:
     lines = [f"# Kernel benchmarks: {meta['device']}", "",
              f"torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; copy bandwidth "
-             f"{meta['copy_bandwidth_gbps']:.1f} GB/s. Speedup = baseline time / op time.", "",
+             f"{meta['copy_bandwidth_gbps']:.1f} GB/s. Speedup = baseline time / op time.", ""]
+    if "cpu_model" in meta:
+        lines += [f"CPU: {meta['cpu_model']}; torch's kernels: {meta['cpu_capability']}; ours: "
+                  f"{meta['cpu_kernels']}.", ""]
+    lines += [
+
              "| op | shape | dtype | backend | ms | baseline ms | speedup | GB/s (copy %) | TFLOP/s | notes |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:

@@ -3,10 +3,19 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/vec_math.h"  // cpu_isa()
+
 extern "C" {
+static PyObject* cpu_isa(PyObject* /*module*/, PyObject* /*unused*/) {
+  return PyUnicode_FromString(adaskip::cpu_isa());
+}
+
 // `import adaskip_ext._C` loads this library, which runs the registrations below.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static PyMethodDef methods[] = {
+      {"cpu_isa", cpu_isa, METH_NOARGS, "Which clone of the CPU kernels this CPU runs."},
+      {nullptr, nullptr, 0, nullptr}};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }

@@ -6,6 +6,7 @@ extension (conftest sets ADASKIP_POISON_OUTPUTS=1), so an unwritten element fail
 """
 from __future__ import annotations
 
+import platform
 import warnings
 
 import pytest
@@ -347,6 +348,15 @@ def test_cuda_tensors_on_a_cpu_only_build_warn_once_with_the_reason(monkeypatch)
         warnings.simplefilter("error")
         assert ops.choose("bicubic_bridge", "cuda") != "native"
         assert ops.choose("group_norm_silu", "cpu") == "native"
+CPU_KERNELS = {"x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)", "baseline x86-64"}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the CPU clones are x86-64 only")
+def test_cpu_kernels_names_the_clone_this_cpu_runs():
+    name = ops.cpu_kernels()
+    assert name in CPU_KERNELS | {"AVX2"}, name  # AVX2: a GCC < 12 build's clone
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        assert name == "x86-64-v4 (AVX-512)"
 
 
 def test_set_backend_forces_and_validates(monkeypatch):

@@ -9,10 +9,11 @@ import torch
 
 from . import reference
 from .backend import BACKENDS, OPS, available, choose, forced_backend, set_backend
-from .native import build_info
+from .native import build_info, cpu_kernels
 
 __all__ = ["BACKENDS", "OPS", "available", "bicubic_bridge", "build_info", "choose",
-           "forced_backend", "group_norm_silu", "group_norm_silu_conv3x3", "set_backend"]
+           "cpu_kernels", "forced_backend", "group_norm_silu", "group_norm_silu_conv3x3",
+           "set_backend"]
 
 
 def group_norm_silu(

@@ -30,6 +30,14 @@ def has_kernel(op: str, device_type: str) -> bool:
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"adaskip::{op}", key)
 
 
+def cpu_kernels() -> str | None:
+    """Which clone of the C++ CPU kernels runs on this CPU, as GCC's load-time resolver picks it:
+    "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)" or "baseline x86-64"; None without the extension."""
+    if LOAD_ERROR is not None:
+        return None
+    return importlib.import_module("adaskip_ext._C").cpu_isa()
+
+
 def build_info() -> dict:
     """What setup.py built: torch version, whether CUDA kernels were compiled, the arch list."""
     try:

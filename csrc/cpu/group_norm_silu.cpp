@@ -1,5 +1,6 @@
 // GroupNorm (+ SiLU) on the CPU: forward reads x twice (statistics, then normalise + SiLU in one
-// pass) and writes y once; torch's composition makes two more passes for the separate SiLU.
+// pass; for NCHW group by group, so the second read hits the cache) and writes y once; torch's
+// composition makes two more passes for the separate SiLU.
 //
 // Float and half types accumulate in float through the vectorised helpers below; float64 takes
 // the same code path in double with scalar math (it exists for gradcheck, not for speed).
@@ -19,26 +20,29 @@
 namespace adaskip {
 namespace {
 
-constexpr int64_t kLanes = 16;     // independent partial sums, so reductions vectorise
-constexpr int64_t kChunk = 2048;   // elements converted to the accumulation type at a time
+constexpr int64_t kChunk = 2048;  // elements converted to the accumulation type at a time
 
 // ---- float helpers (vectorised; see vec_math.h) ------------------------------------------
+// Each loop is a template on the vector type V; the ADASKIP_VECTORIZE function below it runs
+// it on 16 floats in the AVX-512 clone and on 8 in the others.
 
 // Sums of (x - shift) and (x - shift)^2 over n elements, added to sums[0], sums[1]. Written
-// with 8-wide vector types: GCC does not vectorise a float reduction on its own (it would
-// reorder the additions), and two accumulator pairs hide the adds' latency.
-ADASKIP_VECTORIZE void shifted_sums(const float* x, int64_t n, float shift, double* sums) {
-  float8 s1a = {}, s2a = {}, s1b = {}, s2b = {};
+// with vector types: GCC does not vectorise a float reduction on its own (it would reorder the
+// additions), and two accumulator pairs hide the adds' latency.
+template <typename V>
+ADASKIP_INLINE void shifted_sums_loop(const float* x, int64_t n, float shift, double* sums) {
+  constexpr int64_t lanes = kLanes<V>;
+  V s1a = {}, s2a = {}, s1b = {}, s2b = {};
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const float8 a = load8(x + i) - shift, b = load8(x + i + 8) - shift;
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {
+    const V a = loadv<V>(x + i) - shift, b = loadv<V>(x + i + lanes) - shift;
     s1a += a;
     s2a += a * a;
     s1b += b;
     s2b += b * b;
   }
   double t1 = 0.0, t2 = 0.0;
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < lanes; ++j) {
     t1 += static_cast<double>(s1a[j]) + s1b[j];
     t2 += static_cast<double>(s2a[j]) + s2b[j];
   }
@@ -49,6 +53,14 @@ ADASKIP_VECTORIZE void shifted_sums(const float* x, int64_t n, float shift, doub
   }
   sums[0] += t1;
   sums[1] += t2;
+}
+
+ADASKIP_VECTORIZE void shifted_sums(const float* x, int64_t n, float shift, double* sums) {
+  if (wide_vectors()) {
+    shifted_sums_loop<float16v>(x, n, shift, sums);
+  } else {
+    shifted_sums_loop<float8v>(x, n, shift, sums);
+  }
 }
 
 // Per-channel sums of (x - shift) and its square for one channels_last pixel row of c values.
@@ -63,12 +75,13 @@ ADASKIP_VECTORIZE void channel_sums(const float* x, int64_t c, const float* shif
 
 // y = silu(a * (x - m) + b) (or without the SiLU) with scalar a, m, b: one NCHW channel plane.
 // Centring before scaling keeps precision when |mean| >> std (a * x + b' would cancel).
-ADASKIP_VECTORIZE void affine_silu(const float* x, float* y, int64_t n, float a, float m,
-                                   float b, bool silu) {
+template <typename V>
+ADASKIP_INLINE void affine_silu_loop(const float* x, float* y, int64_t n, float a, float m,
+                                     float b, bool silu) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const float8 z = (load8(x + i) - m) * a + b;
-    store8(y + i, silu ? silu_approx(z) : z);
+  for (; i + kLanes<V> <= n; i += kLanes<V>) {
+    const V z = (loadv<V>(x + i) - m) * a + b;
+    storev(y + i, silu ? silu_approx(z) : z);
   }
   for (; i < n; ++i) {
     const float z = a * (x[i] - m) + b;
@@ -76,13 +89,24 @@ ADASKIP_VECTORIZE void affine_silu(const float* x, float* y, int64_t n, float a,
   }
 }
 
+ADASKIP_VECTORIZE void affine_silu(const float* x, float* y, int64_t n, float a, float m,
+                                   float b, bool silu) {
+  if (wide_vectors()) {
+    affine_silu_loop<float16v>(x, y, n, a, m, b, silu);
+  } else {
+    affine_silu_loop<float8v>(x, y, n, a, m, b, silu);
+  }
+}
+
 // The same with per-channel a, m, b: one channels_last pixel of n channels.
-ADASKIP_VECTORIZE void affine_silu_channels(const float* x, float* y, int64_t n, const float* a,
-                                            const float* m, const float* b, bool silu) {
+template <typename V>
+ADASKIP_INLINE void affine_silu_channels_loop(const float* x, float* y, int64_t n,
+                                              const float* a, const float* m, const float* b,
+                                              bool silu) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const float8 z = (load8(x + i) - load8(m + i)) * load8(a + i) + load8(b + i);
-    store8(y + i, silu ? silu_approx(z) : z);
+  for (; i + kLanes<V> <= n; i += kLanes<V>) {
+    const V z = (loadv<V>(x + i) - loadv<V>(m + i)) * loadv<V>(a + i) + loadv<V>(b + i);
+    storev(y + i, silu ? silu_approx(z) : z);
   }
   for (; i < n; ++i) {
     const float z = a[i] * (x[i] - m[i]) + b[i];
@@ -90,28 +114,38 @@ ADASKIP_VECTORIZE void affine_silu_channels(const float* x, float* y, int64_t n,
   }
 }
 
+ADASKIP_VECTORIZE void affine_silu_channels(const float* x, float* y, int64_t n, const float* a,
+                                            const float* m, const float* b, bool silu) {
+  if (wide_vectors()) {
+    affine_silu_channels_loop<float16v>(x, y, n, a, m, b, silu);
+  } else {
+    affine_silu_channels_loop<float8v>(x, y, n, a, m, b, silu);
+  }
+}
+
 // The backward's first pass over one NCHW plane: xhat = (x - mean) * rstd, z = gamma * xhat +
 // beta, dz = dy * silu'(z) (or dy) written to dz; the sums of dz and dz * xhat added to sums[0],
 // sums[1]. silu'(z) = s (1 + z (1 - s)) with s = sigmoid(z), from the forward's exp.
-ADASKIP_VECTORIZE void backward_plane(const float* x, const float* dy, float* dz, int64_t n,
-                                      float mean, float rstd, float gamma, float beta, bool silu,
-                                      double* sums) {
-  float8 s1 = {}, s2 = {};
+template <typename V>
+ADASKIP_INLINE void backward_plane_loop(const float* x, const float* dy, float* dz, int64_t n,
+                                        float mean, float rstd, float gamma, float beta,
+                                        bool silu, double* sums) {
+  V s1 = {}, s2 = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const float8 xhat = (load8(x + i) - mean) * rstd;
-    float8 d = load8(dy + i);
+  for (; i + kLanes<V> <= n; i += kLanes<V>) {
+    const V xhat = (loadv<V>(x + i) - mean) * rstd;
+    V d = loadv<V>(dy + i);
     if (silu) {
-      const float8 z = xhat * gamma + beta;
-      const float8 sig = 1.0f / (exp_approx(-z) + 1.0f);
+      const V z = xhat * gamma + beta;
+      const V sig = 1.0f / (exp_approx(-z) + 1.0f);
       d *= sig * (z * (1.0f - sig) + 1.0f);
     }
-    store8(dz + i, d);
+    storev(dz + i, d);
     s1 += d;
     s2 += d * xhat;
   }
   double t1 = 0.0, t2 = 0.0;
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < kLanes<V>; ++j) {
     t1 += s1[j];
     t2 += s2[j];
   }
@@ -129,6 +163,16 @@ ADASKIP_VECTORIZE void backward_plane(const float* x, const float* dy, float* dz
   }
   sums[0] += t1;
   sums[1] += t2;
+}
+
+ADASKIP_VECTORIZE void backward_plane(const float* x, const float* dy, float* dz, int64_t n,
+                                      float mean, float rstd, float gamma, float beta, bool silu,
+                                      double* sums) {
+  if (wide_vectors()) {
+    backward_plane_loop<float16v>(x, dy, dz, n, mean, rstd, gamma, beta, silu, sums);
+  } else {
+    backward_plane_loop<float8v>(x, dy, dz, n, mean, rstd, gamma, beta, silu, sums);
+  }
 }
 
 // ---- the same in double, scalar -----------------------------------------------------------
@@ -250,6 +294,19 @@ Affine<acc_t> affine_tables(const at::Tensor& mean, const at::Tensor& rstd,
   return tables;
 }
 
+// mean and rstd of one contiguous group of group_size elements.
+template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
+void group_moments(const scalar_t* group, int64_t group_size, double eps,
+                   std::vector<acc_t>& buffer, acc_t* mean, acc_t* rstd) {
+  const acc_t shift = static_cast<acc_t>(group[0]);
+  double sums[2] = {0.0, 0.0};
+  for (int64_t i = 0; i < group_size; i += kChunk) {
+    const int64_t n = std::min(kChunk, group_size - i);
+    shifted_sums(as_acc(group + i, n, buffer), n, shift, sums);
+  }
+  finish_moments(sums[0], sums[1], shift, group_size, eps, mean, rstd);
+}
+
 // Statistics of an NCHW-contiguous x: each (n, g) group is one contiguous run.
 template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
 void moments_nchw(const scalar_t* x, int64_t batch, int64_t groups, int64_t group_size,
@@ -257,14 +314,7 @@ void moments_nchw(const scalar_t* x, int64_t batch, int64_t groups, int64_t grou
   at::parallel_for(0, batch * groups, grain_for(group_size), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer;
     for (int64_t ng = begin; ng < end; ++ng) {
-      const scalar_t* group = x + ng * group_size;
-      const acc_t shift = static_cast<acc_t>(group[0]);
-      double sums[2] = {0.0, 0.0};
-      for (int64_t i = 0; i < group_size; i += kChunk) {
-        const int64_t n = std::min(kChunk, group_size - i);
-        shifted_sums(as_acc(group + i, n, buffer), n, shift, sums);
-      }
-      finish_moments(sums[0], sums[1], shift, group_size, eps, mean + ng, rstd + ng);
+      group_moments(x + ng * group_size, group_size, eps, buffer, mean + ng, rstd + ng);
     }
   });
 }
@@ -330,6 +380,37 @@ std::tuple<at::Tensor, at::Tensor> moments(const at::Tensor& x, int64_t groups, 
   return {mean, rstd};
 }
 
+// The forward on an NCHW-contiguous x, one (n, g) group at a time: the statistics, then the
+// normalising pass over the group's channels while the group (a contiguous run of
+// channels / groups planes) is still in cache, instead of two sweeps over all of x.
+template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
+void group_norm_silu_nchw(const scalar_t* x, scalar_t* y, const acc_t* gamma, const acc_t* beta,
+                          int64_t batch, int64_t channels, int64_t pixels, int64_t groups,
+                          double eps, bool silu) {
+  const int64_t per_group = channels / groups, group_size = per_group * pixels;
+  // Each element costs two reads, a write and the exp: about four copies' worth of the work
+  // grain_for sizes chunks by, so batch 8 at 4x4 already splits across two threads.
+  const int64_t grain = grain_for(4 * group_size);
+  at::parallel_for(0, batch * groups, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> in_buffer, out_buffer;
+    for (int64_t ng = begin; ng < end; ++ng) {
+      acc_t mean, rstd;
+      group_moments(x + ng * group_size, group_size, eps, in_buffer, &mean, &rstd);
+      for (int64_t k = 0; k < per_group; ++k) {
+        const int64_t c = (ng % groups) * per_group + k;
+        const acc_t scale = rstd * gamma[c];
+        for (int64_t i = 0; i < pixels; i += kChunk) {
+          const int64_t n = std::min(kChunk, pixels - i);
+          const int64_t offset = ng * group_size + k * pixels + i;
+          acc_t* out = acc_out(y + offset, n, out_buffer);
+          affine_silu(as_acc(x + offset, n, in_buffer), out, n, scale, mean, beta[c], silu);
+          store(y + offset, out, n);
+        }
+      }
+    }
+  });
+}
+
 // x in the layout it has (NCHW-contiguous or channels_last); anything else is made contiguous.
 at::Tensor in_kernel_layout(const at::Tensor& x) {
   return x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)
@@ -345,6 +426,19 @@ at::Tensor group_norm_silu_cpu(const at::Tensor& input, const at::Tensor& weight
   at::Tensor y = new_output(x.sizes(), x.options(), layout_of(x));
   if (x.numel() == 0) return y;
   const int64_t batch = x.size(0), channels = x.size(1), pixels = x.size(2) * x.size(3);
+  if (layout_of(x) != at::MemoryFormat::ChannelsLast) {
+    const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    const at::Tensor gamma = weight.to(acc).contiguous(), beta = bias.to(acc).contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_silu",
+                                    [&] {
+      using acc_t = acc_type<scalar_t>;
+      group_norm_silu_nchw(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                           gamma.data_ptr<acc_t>(), beta.data_ptr<acc_t>(), batch, channels,
+                           pixels, groups, eps, silu);
+    });
+    return y;
+  }
+  // channels_last: a group is strided, so the statistics come first, in their own pass.
   auto [mean, rstd] = moments(x, groups, eps);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_silu",
                                   [&] {
@@ -352,33 +446,17 @@ at::Tensor group_norm_silu_cpu(const at::Tensor& input, const at::Tensor& weight
     const Affine<acc_t> t = affine_tables<acc_t>(mean, rstd, weight, bias, groups);
     const scalar_t* src = x.data_ptr<scalar_t>();
     scalar_t* dst = y.data_ptr<scalar_t>();
-    if (layout_of(x) == at::MemoryFormat::ChannelsLast) {
-      at::parallel_for(0, batch * pixels, grain_for(channels), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> in_buffer, out_buffer;
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t n = item / pixels;
-          acc_t* out = acc_out(dst + item * channels, channels, out_buffer);
-          affine_silu_channels(as_acc(src + item * channels, channels, in_buffer), out, channels,
-                               t.scale.data() + n * channels, t.centre.data() + n * channels,
-                               t.shift.data() + n * channels, silu);
-          store(dst + item * channels, out, channels);
-        }
-      });
-    } else {
-      at::parallel_for(0, batch * channels, grain_for(pixels), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> in_buffer, out_buffer;
-        for (int64_t plane = begin; plane < end; ++plane) {
-          for (int64_t i = 0; i < pixels; i += kChunk) {
-            const int64_t n = std::min(kChunk, pixels - i);
-            const int64_t offset = plane * pixels + i;
-            acc_t* out = acc_out(dst + offset, n, out_buffer);
-            affine_silu(as_acc(src + offset, n, in_buffer), out, n, t.scale[plane],
-                        t.centre[plane], t.shift[plane], silu);
-            store(dst + offset, out, n);
-          }
-        }
-      });
-    }
+    at::parallel_for(0, batch * pixels, grain_for(channels), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> in_buffer, out_buffer;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / pixels;
+        acc_t* out = acc_out(dst + item * channels, channels, out_buffer);
+        affine_silu_channels(as_acc(src + item * channels, channels, in_buffer), out, channels,
+                             t.scale.data() + n * channels, t.centre.data() + n * channels,
+                             t.shift.data() + n * channels, silu);
+        store(dst + item * channels, out, channels);
+      }
+    });
   });
   return y;
 }
