@@ -104,7 +104,8 @@ def kernel_report() -> list[tuple[str, str]]:
 
 
 def build_rows(built: dict) -> list[tuple[str, str]]:
-    """What the build found: torch's CUDA, nvcc, and why CUDA kernels are missing if they are."""
+    """What the build found (torch's CUDA, nvcc, why CUDA kernels are missing if they are) and
+    which clone of the CPU kernels this CPU runs."""
     nvcc = built.get("nvcc")
     toolkit = f" ({built['toolkit']})" if built.get("toolkit") else ""
     rows = [("torch CUDA at build", built.get("torch_cuda") or "none (a CPU build of torch)"),
@@ -113,6 +114,7 @@ def build_rows(built: dict) -> list[tuple[str, str]]:
         rows.append(("CUDA kernels", "built"))
     else:
         rows.append(("CUDA kernels", f"not built: {built.get('cuda_reason') or 'no reason recorded'}"))
+    rows.append(("CPU kernels", ops.cpu_kernels() or "unknown"))
     return rows
 
 

@@ -348,6 +348,8 @@ def test_cuda_tensors_on_a_cpu_only_build_warn_once_with_the_reason(monkeypatch)
         warnings.simplefilter("error")
         assert ops.choose("bicubic_bridge", "cuda") != "native"
         assert ops.choose("group_norm_silu", "cpu") == "native"
+
+
 CPU_KERNELS = {"x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)", "baseline x86-64"}
 
 
