@@ -226,8 +226,10 @@ def cuda_extension(plan: CudaPlan):
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
     fill_in = [flag for folder in library_headers(plan.toolkit) for flag in ("-isystem", folder)]
+    # The .cu files first: ninja starts them first, the longest jobs, and the first to fail.
+    sources = sorted(read_sources(), key=lambda source: not source.endswith(".cu"))
     return cpp_extension.CUDAExtension(
-        "adaskip_ext._C", read_sources(), include_dirs=[str(ROOT / "csrc")],
+        "adaskip_ext._C", sources, include_dirs=[str(ROOT / "csrc")],
         extra_compile_args={"cxx": CXX_FLAGS + [CUDA_MACRO] + fill_in,
                             "nvcc": ["-O3", CUDA_MACRO] + fill_in},
         extra_link_args=list(LINK_FLAGS))

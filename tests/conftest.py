@@ -20,6 +20,8 @@ from adaskip_ext.model import AdaptiveUNet, UNetConfig
 # These models are tiny: extra intra-op threads only add synchronisation, and on a loaded machine
 # (e.g. a training job on the other core) spinning threads slow each op down a hundredfold.
 torch.set_num_threads(1)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n`: one core per worker, CLI subprocesses too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def build_model(config: UNetConfig, skip_type: str = "zero", seed: int = 0) -> AdaptiveUNet:
