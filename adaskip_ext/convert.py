@@ -11,7 +11,7 @@ from typing import Sequence
 
 from . import cli
 from .checkpoints import load_model, save_model
-from .diffusers_format import save_diffusers
+from .checkpoints.diffusers_format import save_diffusers
 from .io_utils import UserFacingError, check_new_output
 from .model import SKIP_TYPES
 

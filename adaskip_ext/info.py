@@ -13,7 +13,7 @@ from .checkpoints import checkpoint_format, load_model
 from .diffusion import DiffusionConfig
 from .io_utils import UserFacingError
 from .model import AdaptiveUNet
-from .sampler import time_sequence
+from .sampling.plan import time_sequence
 from .schedule import SkipSchedule
 
 FORMAT_NAMES = {

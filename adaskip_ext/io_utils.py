@@ -1,4 +1,4 @@
-"""Atomic file and folder writes, and the one-line error type the CLIs print."""
+"""Atomic file and folder writes, and the error types the CLIs print on one line."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +9,25 @@ from pathlib import Path
 from typing import Iterator
 
 
-class UserFacingError(Exception):
-    """An error caused by the user's input (a file, a flag); the CLIs print it on one line."""
+class UserFacingError(ValueError):
+    """An error caused by the user's input (a file, a flag, a setting); the CLIs print it on one
+    line. A ``ValueError``, so library callers catch it as one."""
+
+
+class MissingFileError(UserFacingError, FileNotFoundError):
+    """An input file or folder that does not exist."""
+
+
+class InvalidSetting(UserFacingError):
+    """A bad value of a named setting (a configuration field); a CLI names the matching flag."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.name, self.problem = name, problem
+
+    def as_flag(self) -> UserFacingError:
+        """The same problem, reported against the command-line flag of the setting."""
+        return UserFacingError(f"--{self.name.replace('_', '-')} {self.problem}")
 
 
 def _umask() -> int:

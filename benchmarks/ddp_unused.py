@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from adaskip_ext.diffusion import DiffusionConfig, epsilon_loss, q_sample
 from adaskip_ext.model import PRESETS, AdaptiveUNet
-from adaskip_ext.sampler import seed_for
+from adaskip_ext.seeds import seed_for
 from adaskip_ext.training import BatchDrawer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

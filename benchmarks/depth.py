@@ -23,7 +23,7 @@ import torch
 
 from adaskip_ext import costs
 from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig, preferred_memory_format
-from adaskip_ext.sampler import SamplerConfig, SamplingPlan
+from adaskip_ext.sampling import SamplerConfig, SamplingPlan
 from adaskip_ext.schedule import SkipSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

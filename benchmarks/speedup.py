@@ -22,7 +22,7 @@ import torch
 
 from adaskip_ext import costs
 from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig
-from adaskip_ext.sampler import SamplerConfig, SamplingPlan, sample_images
+from adaskip_ext.sampling import SamplerConfig, SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

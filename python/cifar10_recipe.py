@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaskip_ext.fid import random_inception_weights
+from adaskip_ext.metrics.inception import random_inception_weights
 
 FULL = {"train_steps": 20_000, "samples": 50_000, "batch_size": 500, "ddim_steps": 100,
         "preset": "ddpm_cifar10", "train_batch": 128, "lr": "2e-5", "warmup": "1000", "ema": "0.9999"}

@@ -29,10 +29,11 @@ from typing import Callable
 
 import torch
 
-from adaskip_ext import costs, digits_metric
+from adaskip_ext import costs
+from adaskip_ext.metrics import digits_classifier
 from adaskip_ext.checkpoints import load_model
 from adaskip_ext.images import grid, save_png, to_uint8
-from adaskip_ext.sampler import SamplerConfig, SamplingPlan, sample_images
+from adaskip_ext.sampling import SamplerConfig, SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,7 +100,7 @@ def sample_and_score(variant: str, c: float, steps: int, eta: float, args: argpa
     images = to_uint8(samples)
     if grid_png is not None:
         save_png(grid(images[:64]), grid_png)
-    score = digits_metric.score(images)
+    score = digits_classifier.score(images)
     print(f"{variant:<12} c={c:g} DDIM-{steps} η={eta:g}: digits-FID {score.fid:7.2f}, "
           f"{score.coverage}/10 classes, {seconds:.0f} s", flush=True)
     return {"variant": variant, "c": c, "steps": steps, "eta": eta, "clip_x0": CLIP_X0,

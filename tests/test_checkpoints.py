@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from adaskip_ext import AdaptiveUNet, DiffusionConfig, UNetConfig, convert, load_model, save_model
 from adaskip_ext.checkpoints import build_metadata
-from adaskip_ext.ddim_format import infer_ddim_config
-from adaskip_ext.diffusers_format import (config_from_diffusers, diffusers_config, diffusers_name,
+from adaskip_ext.checkpoints.ddim_format import infer_ddim_config
+from adaskip_ext.checkpoints.diffusers_format import (config_from_diffusers, diffusers_config, diffusers_name,
                                           save_diffusers, to_diffusers_state_dict)
 from adaskip_ext.io_utils import UserFacingError
 from conftest import perturb_

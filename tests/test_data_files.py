@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaskip_ext.data import cifar10_images, folder_images, load_dataset, read_cifar_batch
+from adaskip_ext.data.datasets import cifar10_images, folder_images, load_dataset, read_cifar_batch
 from adaskip_ext.io_utils import UserFacingError
 
 Image = pytest.importorskip("PIL.Image", reason="pillow not installed")

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("pytorch_fid", reason="pytorch-fid not installed")
 
-from adaskip_ext import digits_metric  # noqa: E402
+from adaskip_ext.metrics import digits_classifier as digits_metric  # noqa: E402
 from adaskip_ext.data import digits_images  # noqa: E402
 from adaskip_ext.images import to_uint8  # noqa: E402
 

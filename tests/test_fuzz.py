@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from adaskip_ext import AdaptiveUNet, UNetConfig, cli, save_model  # noqa: E402
 from adaskip_ext.checkpoints import load_model  # noqa: E402
-from adaskip_ext.data import read_cifar_batch  # noqa: E402
+from adaskip_ext.data.datasets import read_cifar_batch  # noqa: E402
 from adaskip_ext.io_utils import UserFacingError  # noqa: E402
-from adaskip_ext import sample, train  # noqa: E402
+from adaskip_ext.sampling import command as sample  # noqa: E402
+from adaskip_ext.training import command as train  # noqa: E402
 
 # derandomize: the same cases on every run, so CI cannot fail on a case nobody saw here.
 FAST = settings(max_examples=200, deadline=None, derandomize=True,
@@ -113,7 +114,7 @@ def parse_then_check(module, argv: list[str]):
         assert exit_.code == 2
         return None
     try:
-        module.check_args(args)
+        module.check(args)
     except UserFacingError as error:
         assert "\n" not in str(error)
         return None

@@ -1,4 +1,4 @@
-"""CUDA graphs of the sampler step (``graphs.py``): replays equal eager steps; CPU stays eager.
+"""CUDA graphs of the sampler step (``sampling/runners.py``): replays equal eager steps; CPU stays eager.
 
 The GPU cases compare fp32 with TF32 off at 1e-6 relative per step, and state the tolerance with
 TF32 on. Without a GPU only the eager fallback is checked.
@@ -8,12 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaskip_ext import graphs
+from adaskip_ext.sampling import runners
 from adaskip_ext.diffusion import DiffusionConfig
 from adaskip_ext.model import UNetConfig
-from adaskip_ext.sampler import SamplingPlan, sample_images
+from adaskip_ext.sampling import SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
-from adaskip_ext.step import DeviceSchedule, SamplerConfig, sampler_step
+from adaskip_ext.sampling.plan import SamplerConfig
+from adaskip_ext.sampling.step import StepCoefficients, sampler_step
 
 from conftest import build_model, perturb_
 
@@ -39,8 +40,8 @@ def plan_of(config: SamplerConfig, num_levels: int, c: float = 2.0) -> SamplingP
 
 
 def test_cpu_runs_eager_and_graphs_flag_changes_nothing(tiny_model):
-    assert isinstance(graphs.steps_for(tiny_model, SAMPLERS[0], None, [0], 2, torch.float32,
-                                       torch.device("cpu")), graphs.EagerSteps)
+    assert isinstance(runners.runner_for(tiny_model, SAMPLERS[0], None, [0], 2, torch.float32,
+                                       torch.device("cpu")), runners.EagerRunner)
     options = dict(sampler="ddpm", steps=6, batch_size=3, schedule=SkipSchedule(3, c=2.0), progress=False)
     with_flag = sample_images(tiny_model, 5, graphs=True, **options)
     without = sample_images(tiny_model, 5, graphs=False, **options)
@@ -49,11 +50,11 @@ def test_cpu_runs_eager_and_graphs_flag_changes_nothing(tiny_model):
 
 def test_step_graphs_refuse_a_cpu_device(tiny_model):
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, got cpu"):
-        graphs.StepGraphs(tiny_model, SAMPLERS[0], 2, torch.float32, torch.device("cpu"))
+        runners.GraphRunner(tiny_model, SAMPLERS[0], 2, torch.float32, torch.device("cpu"))
 
 
 def test_capture_report_reads_well():
-    report = graphs.CaptureReport(graphs=3, seconds=1.234, memory_bytes=5 * 2**20)
+    report = runners.CaptureReport(graphs=3, seconds=1.234, memory_bytes=5 * 2**20)
     assert report.describe() == "3 CUDA graphs captured in 1.23 s, 5.0 MiB"
 
 
@@ -69,11 +70,11 @@ def cuda_model(config: UNetConfig, skip_type: str, dtype: torch.dtype = torch.fl
 def test_each_replayed_step_equals_the_eager_step(config, preset, skip_type, no_tf32):
     model = cuda_model(getattr(UNetConfig, preset)(), skip_type)
     plan = plan_of(config, model.num_levels)
-    schedule = DeviceSchedule(plan, DiffusionConfig(), torch.device("cuda"))
+    schedule = StepCoefficients(plan, DiffusionConfig(), torch.device("cuda"))
     batch = 3
-    steps = graphs.steps_for(model, config, schedule, set(plan.skip_levels), batch, torch.float32,
+    steps = runners.runner_for(model, config, schedule, set(plan.skip_levels), batch, torch.float32,
                              torch.device("cuda"))
-    assert isinstance(steps, graphs.StepGraphs) and set(steps.graphs) == set(plan.skip_levels)
+    assert isinstance(steps, runners.GraphRunner) and set(steps.graphs) == set(plan.skip_levels)
     c = model.config
     shape = (batch, c.in_channels, c.resolution, c.resolution)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).cuda()
@@ -122,13 +123,13 @@ def test_bf16_replays_match_eager():
 def test_graphs_are_kept_until_the_setting_changes():
     model = cuda_model(UNetConfig.tiny(), "zero")
     config, device = SAMPLERS[0], torch.device("cuda")
-    first = graphs.graphs_for(model, config, [0, 1], 4, torch.float32, device)
-    assert graphs.graphs_for(model, config, [1], 4, torch.float32, device) is first
+    first = runners.graphs_for(model, config, [0, 1], 4, torch.float32, device)
+    assert runners.graphs_for(model, config, [1], 4, torch.float32, device) is first
     assert first.report.graphs == 2 and first.report.seconds > 0 and first.report.memory_bytes >= 0
-    graphs.graphs_for(model, config, [2], 4, torch.float32, device)
+    runners.graphs_for(model, config, [2], 4, torch.float32, device)
     assert first.report.graphs == 3  # a new k joins the same pool
-    assert graphs.graphs_for(model, config, [0], 8, torch.float32, device) is not first  # batch size
-    assert graphs.graphs_for(model, SAMPLERS[2], [0], 8, torch.float32, device) is not first  # sampler
+    assert runners.graphs_for(model, config, [0], 8, torch.float32, device) is not first  # batch size
+    assert runners.graphs_for(model, SAMPLERS[2], [0], 8, torch.float32, device) is not first  # sampler
     model.to(torch.bfloat16)  # parameters replaced in place: capture anew
-    bf16 = graphs.graphs_for(model, config, [0], 8, torch.bfloat16, device)
+    bf16 = runners.graphs_for(model, config, [0], 8, torch.bfloat16, device)
     assert bf16.dtype == torch.bfloat16 and set(bf16.graphs) == {0}

@@ -8,8 +8,9 @@ import torch
 
 from adaskip_ext.diffusion import DiffusionConfig, ddim_step, ddpm_mean_variance, ddpm_step
 from adaskip_ext.model import AdaptiveUNet
-from adaskip_ext.sampler import (DeviceSchedule, SamplerConfig, SamplingPlan, sample_images,
-                                 seed_for, time_sequence)
+from adaskip_ext.sampling import SamplerConfig, SamplingPlan, sample_images, time_sequence
+from adaskip_ext.sampling.step import StepCoefficients
+from adaskip_ext.seeds import seed_for
 from adaskip_ext.schedule import SkipSchedule
 
 T = 1000
@@ -48,7 +49,7 @@ def ddpm_scheduler(diffusers):
 
 def plan_and_coefficients(config: SamplerConfig, schedule: SkipSchedule | None = None):
     plan = SamplingPlan.build(config, schedule or SkipSchedule(3), T)
-    return plan, DeviceSchedule(plan, DiffusionConfig(), CPU)
+    return plan, StepCoefficients(plan, DiffusionConfig(), CPU)
 
 
 # ---------------------------------------------------------------------------------------------

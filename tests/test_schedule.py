@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from adaskip_ext.sampler import time_sequence
+from adaskip_ext.sampling import time_sequence
 from adaskip_ext.schedule import SkipSchedule, skip_levels_at
 
 

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from adaskip_ext.ops.reference import memory_format_of
+from ..tensor_layout import memory_format_of
 
 from .tiles import gemm_tile_config, pixel_channel_tile
 

@@ -12,7 +12,7 @@ from importlib import resources
 
 import torch
 
-from .reference import memory_format_of
+from ..tensor_layout import memory_format_of
 
 try:
     importlib.import_module("adaskip_ext._C")  # loading the library registers the ops

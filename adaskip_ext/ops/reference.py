@@ -8,17 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..tensor_layout import memory_format_of
+
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """float64 for float64 inputs, float32 for everything else (fp16/bf16 accumulate in fp32)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last when x is laid out that way (and not also NCHW-contiguous), else NCHW."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def _like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from .reference import memory_format_of
+from ..tensor_layout import memory_format_of
 
 
 def triton_usable(device_type: str) -> bool:

@@ -1,16 +1,17 @@
-"""Sampler steps replayed as CUDA graphs: the whole step x_t -> x_prev captured once per k.
+"""Step runners: each runs sampler step i at a given k, eagerly or as a replayed CUDA graph.
 
 At the small batches of interactive sampling the U-Net is launch-bound (hundreds of small
-kernels per step); a graph replays them with one launch. ``StepGraphs`` captures, for one model,
+kernels per step); a graph replays them with one launch. ``GraphRunner`` captures, for one model,
 batch size, dtype, device and sampler, one graph per k into one shared memory pool. Each graph
 reads static buffers (x, the step's row of ᾱ_t, ᾱ_prev, t, is_last, and the noise) and writes
 x_prev back into x. The noise is drawn outside the graph from the batch's CPU generator and
-copied in, so graph and eager runs consume the same numbers. ``EagerSteps`` is the same step
-without graphs (CPU, ``--no-graphs``). ``steps_for`` picks one and keeps captured graphs across
+copied in, so graph and eager runs consume the same numbers. ``EagerRunner`` is the same step
+without graphs (CPU, ``--no-graphs``). ``runner_for`` picks one and keeps captured graphs across
 calls until the batch size, dtype, device, sampler or the model's parameters change.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 import weakref
@@ -18,11 +19,12 @@ from typing import Iterable, Protocol
 
 import torch
 
-from .model import AdaptiveUNet
-from .step import DeviceSchedule, SamplerConfig, sampler_step
+from ..model import AdaptiveUNet
+from .plan import SamplerConfig
+from .step import StepCoefficients, sampler_step
 
 
-class Steps(Protocol):
+class StepRunner(Protocol):
     """Runs sampler step ``i`` at k = ``skip_levels``; returns x_prev, (B, C, R, R) float32."""
 
     def __call__(self, i: int, skip_levels: int, x: torch.Tensor,
@@ -43,23 +45,27 @@ class CaptureReport:
                 f"{self.memory_bytes / 2**20:.1f} MiB")
 
 
-class EagerSteps:
+class EagerRunner:
     """Each step run op by op (CPU, or CUDA without graphs)."""
 
-    def __init__(self, model: AdaptiveUNet, config: SamplerConfig, schedule: DeviceSchedule,
+    def __init__(self, model: AdaptiveUNet, config: SamplerConfig, coefficients: StepCoefficients,
                  dtype: torch.dtype) -> None:
-        self.model, self.config, self.schedule, self.dtype = model, config, schedule, dtype
+        self.model, self.config, self.coefficients, self.dtype = model, config, coefficients, dtype
 
     def __call__(self, i: int, skip_levels: int, x: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
         noise = None
         if self.config.stochastic:
             noise = torch.randn(x.shape, generator=generator).to(x.device)
-        return sampler_step(self.model, self.config, x, self.schedule.rows[i], skip_levels, noise,
+        return sampler_step(self.model, self.config, x, self.coefficients.rows[i], skip_levels, noise,
                             self.dtype)
 
 
-class StepGraphs:
+# How often each k has been captured in this process (tests count recaptures with it).
+captures: "collections.Counter[int]" = collections.Counter()
+
+
+class GraphRunner:
     """One CUDA graph of the whole sampler step per k, sharing one memory pool.
 
     Built for a batch size, dtype and device; ``capture(levels)`` captures the k's not yet
@@ -79,7 +85,7 @@ class StepGraphs:
         self.config, self.dtype, self.device, self.warmup = config, dtype, device, warmup
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.schedule: DeviceSchedule | None = None  # set by bind()
+        self.coefficients: StepCoefficients | None = None  # set by bind()
         self.report = CaptureReport()
         self.x = torch.zeros(self.shape, device=device)
         self.row = torch.tensor([0.5, 1.0, 0.0, 0.0], device=device)  # any valid (ᾱ_t, ᾱ_prev, t, last)
@@ -120,15 +126,16 @@ class StepGraphs:
             with torch.cuda.graph(graph, pool=self.pool):
                 self._body(k)
             self.graphs[k] = graph
+            captures[k] += 1
         self.x.copy_(saved)
         torch.cuda.synchronize(self.device)
         self.report.graphs += len(missing)
         self.report.seconds += time.perf_counter() - started
         self.report.memory_bytes += max(0, torch.cuda.memory_reserved(self.device) - before)
 
-    def bind(self, schedule: DeviceSchedule) -> "StepGraphs":
-        """Use ``schedule``'s rows for the steps that follow."""
-        self.schedule = schedule
+    def bind(self, coefficients: StepCoefficients) -> "GraphRunner":
+        """Use ``coefficients``' rows for the steps that follow."""
+        self.coefficients = coefficients
         return self
 
     def _load_noise(self, generator: torch.Generator) -> None:
@@ -143,7 +150,7 @@ class StepGraphs:
                  generator: torch.Generator) -> torch.Tensor:
         if x is not self.x:
             self.x.copy_(x)
-        self.row.copy_(self.schedule.rows[i])
+        self.row.copy_(self.coefficients.rows[i])
         if self.noise is not None:
             self._load_noise(generator)
         if skip_levels not in self.graphs:
@@ -153,7 +160,7 @@ class StepGraphs:
 
 
 # Graphs kept per model, with the setting they were captured for.
-_kept: "weakref.WeakKeyDictionary[AdaptiveUNet, tuple[tuple, StepGraphs]]" = weakref.WeakKeyDictionary()
+_kept: "weakref.WeakKeyDictionary[AdaptiveUNet, tuple[tuple, GraphRunner]]" = weakref.WeakKeyDictionary()
 
 
 def setting_of(model: AdaptiveUNet, config: SamplerConfig, batch_size: int, dtype: torch.dtype,
@@ -164,18 +171,18 @@ def setting_of(model: AdaptiveUNet, config: SamplerConfig, batch_size: int, dtyp
     return (config.sampler, config.eta, config.clip_x0, batch_size, dtype, device, tensors)
 
 
-def steps_for(model: AdaptiveUNet, config: SamplerConfig, schedule: DeviceSchedule,
-              levels: Iterable[int], batch_size: int, dtype: torch.dtype, device: torch.device,
-              use_graphs: bool = True) -> Steps:
+def runner_for(model: AdaptiveUNet, config: SamplerConfig, coefficients: StepCoefficients,
+               levels: Iterable[int], batch_size: int, dtype: torch.dtype, device: torch.device,
+               use_graphs: bool = True) -> StepRunner:
     """The step runner for a sampling run: CUDA graphs for every k in ``levels`` on a CUDA device
     unless ``use_graphs`` is False, else eager execution."""
     if not use_graphs or device.type != "cuda":
-        return EagerSteps(model, config, schedule, dtype)
-    return graphs_for(model, config, levels, batch_size, dtype, device).bind(schedule)
+        return EagerRunner(model, config, coefficients, dtype)
+    return graphs_for(model, config, levels, batch_size, dtype, device).bind(coefficients)
 
 
 def graphs_for(model: AdaptiveUNet, config: SamplerConfig, levels: Iterable[int], batch_size: int,
-               dtype: torch.dtype, device: torch.device) -> StepGraphs:
+               dtype: torch.dtype, device: torch.device) -> GraphRunner:
     """The model's graphs for this setting with every k in ``levels`` captured; captured anew
     (the old ones released) when the setting changed."""
     if device.index is None:
@@ -184,6 +191,6 @@ def graphs_for(model: AdaptiveUNet, config: SamplerConfig, levels: Iterable[int]
     kept = _kept.get(model)
     if kept is None or kept[0] != setting:
         _kept.pop(model, None)
-        kept = _kept[model] = (setting, StepGraphs(model, config, batch_size, dtype, device))
+        kept = _kept[model] = (setting, GraphRunner(model, config, batch_size, dtype, device))
     kept[1].capture(levels)
     return kept[1]

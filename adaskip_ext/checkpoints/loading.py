@@ -17,13 +17,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .checkpoint_io import brief, check_resolution
+from .readers import brief, check_resolution
 from .ddim_format import read_ddim
 from .diffusers_format import (DIFFUSERS_CONFIG, DIFFUSERS_PICKLED_WEIGHTS, DIFFUSERS_WEIGHTS,
                                read_diffusers)
-from .diffusion import DiffusionConfig
-from .io_utils import UserFacingError, atomic_path
-from .model import SKIP_TYPES, AdaptiveUNet, UNetConfig
+from ..diffusion import DiffusionConfig
+from ..io_utils import UserFacingError, atomic_path
+from ..model import SKIP_TYPES, AdaptiveUNet, UNetConfig
 
 FORMAT_VERSION = 1
 METADATA_KEY = "adaskip"

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint_io import DEFAULT_RESOLUTION, ForeignCheckpoint, tensor_dict, torch_load
-from .diffusion import DiffusionConfig
-from .io_utils import UserFacingError
-from .model import UNetConfig
+from .readers import DEFAULT_RESOLUTION, ForeignCheckpoint, tensor_dict, torch_load
+from ..diffusion import DiffusionConfig
+from ..io_utils import UserFacingError
+from ..model import UNetConfig
 
 DDIM_NUM_GROUPS = 32         # GroupNorm groups of every DDIM / pytorch_diffusion model
 

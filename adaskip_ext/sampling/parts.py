@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io_utils import UserFacingError, atomic_path
+from ..io_utils import UserFacingError, atomic_path
 
 
 class PartStore:

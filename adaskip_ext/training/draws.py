@@ -1,4 +1,4 @@
-"""Skip-aware training: the paper's schemes, and every random draw of a step from (seed, step).
+"""The paper's training schemes, as every random draw of an optimiser step from (seed, step).
 
 Schemes (k = ``skip_levels``):
 * ``full``: k = 0, plain DDPM.
@@ -14,8 +14,8 @@ import dataclasses
 
 import torch
 
-from .schedule import skip_levels_at
-from .sampler import seed_for
+from ..schedule import skip_levels_at
+from ..seeds import seed_for
 
 SCHEMES = ("full", "random", "constant-k")
 
@@ -73,18 +73,3 @@ class BatchDrawer:
         flips = (torch.rand(b, generator=generator) < 0.5) & self.flip
         return TrainingBatch(skip_levels, indices, timesteps, noise, flips)
 
-
-class EMA:
-    """Exponential moving average of a model's parameters (and buffers, copied)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {name: value.detach().clone() for name, value in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for name, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.shadow[name].lerp_(value, 1.0 - self.decay)
-            else:
-                self.shadow[name].copy_(value)

@@ -16,11 +16,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .checkpoint_io import (DEFAULT_RESOLUTION, ForeignCheckpoint, brief, check_resolution,
+from .readers import (DEFAULT_RESOLUTION, ForeignCheckpoint, brief, check_resolution,
                             tensor_dict, torch_load)
-from .diffusion import DiffusionConfig
-from .io_utils import UserFacingError, atomic_directory
-from .model import AdaptiveUNet, UNetConfig
+from ..diffusion import DiffusionConfig
+from ..io_utils import UserFacingError, atomic_directory
+from ..model import AdaptiveUNet, UNetConfig
 
 DIFFUSERS_CONFIG = "config.json"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"

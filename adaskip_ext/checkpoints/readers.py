@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from .diffusion import DiffusionConfig
-from .io_utils import UserFacingError
-from .model import UNetConfig
+from ..diffusion import DiffusionConfig
+from ..io_utils import UserFacingError
+from ..model import UNetConfig
 
 DEFAULT_RESOLUTION = 32      # assumed where a checkpoint does not record it
 
