@@ -53,11 +53,6 @@ def test_step_graphs_refuse_a_cpu_device(tiny_model):
         runners.GraphRunner(tiny_model, SAMPLERS[0], 2, torch.float32, torch.device("cpu"))
 
 
-def test_capture_report_reads_well():
-    report = runners.CaptureReport(graphs=3, seconds=1.234, memory_bytes=5 * 2**20)
-    assert report.describe() == "3 CUDA graphs captured in 1.23 s, 5.0 MiB"
-
-
 def cuda_model(config: UNetConfig, skip_type: str, dtype: torch.dtype = torch.float32):
     model = build_model(config, skip_type)
     perturb_(model, scale=0.05, seed=3)

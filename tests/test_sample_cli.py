@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 from adaskip_ext import AdaptiveUNet, UNetConfig, save_model
+from adaskip_ext.metrics import digits_classifier
 
 
 def run_sample(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -108,40 +110,22 @@ def test_skip_list_and_compare_full(tiny_checkpoint: Path, tmp_path: Path) -> No
     rows = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
             if line.strip()[:1].isdigit() and len(line.split()) == 3}
     assert rows == {"0": 1, "1": 0, "2": 2}
-    assert "time saved" in result.stdout
-    assert "execution: eager (no CUDA graphs)" in result.stdout  # a CPU run
+    wall = float(re.search(r"wall time: ([\d.]+) s", result.stdout).group(1))
+    full, saved = re.search(r"at k = 0: ([\d.]+) s; time saved: (-?[\d.]+)%", result.stdout).groups()
+    assert float(saved) == pytest.approx(100 * (1 - wall / float(full)), abs=0.1 + 100 * 0.01 / float(full))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_run_reports_its_graphs_and_no_graphs_gives_the_same_images(tiny_checkpoint: Path,
-                                                                         tmp_path: Path) -> None:
+def test_no_graphs_gives_the_same_images(tiny_checkpoint: Path, tmp_path: Path) -> None:
     common = ("--checkpoint", str(tiny_checkpoint), "--steps", "8", "--num-samples", "5",
               "--batch-size", "4", "--sampler", "ddpm", "--device", "cuda", "--compare-full")
     graphed = run_sample(*common, "--out", "graphed", cwd=tmp_path)
     assert graphed.returncode == 0, graphed.stderr
-    assert "CUDA graphs captured in" in graphed.stdout, graphed.stdout
     eager = run_sample(*common, "--no-graphs", "--out", "eager", cwd=tmp_path)
     assert eager.returncode == 0, eager.stderr
-    assert "execution: eager (no CUDA graphs)" in eager.stdout
     a, b = (np.load(tmp_path / name / "samples.npz")["arr_0"].astype(int) for name in ("graphed", "eager"))
     assert np.abs(a - b).max() <= 1  # uint8 images from float samples equal to ~1e-6
-
-
-def digits_classifier():
-    """An SVM on the real digits at 16×16 in [-1, 1]; returns (classifier, held-out accuracy)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.svm import SVC
-
-    from adaskip_ext.data import digits_images
-
-    features = digits_images(16).flatten(1).numpy()
-    labels = load_digits().target
-    train_x, test_x, train_y, test_y = train_test_split(features, labels, test_size=0.25, random_state=0)
-    classifier = SVC().fit(train_x, train_y)
-    accuracy = classifier.score(test_x, test_y)
-    return classifier.fit(features, labels), accuracy
 
 
 @pytest.mark.slow
@@ -151,10 +135,9 @@ def test_default_run_draws_all_ten_digits(tmp_path: Path) -> None:
     images = np.load(tmp_path / "samples" / "samples.npz")["arr_0"]
     assert images.shape == (64, 16, 16, 1)
     assert (tmp_path / "samples" / "samples.png").exists()
-    classifier, accuracy = digits_classifier()
-    assert accuracy > 0.95
-    predicted = classifier.predict(images.reshape(64, -1).astype(np.float32) / 127.5 - 1.0)
-    assert set(predicted.tolist()) == set(range(10))
+    # the shipped classifier (held-out accuracy >= 0.97, tests/test_digits_metric.py): every
+    # digit among the predictions of the 64 samples
+    assert digits_classifier.score(images, min_share=1 / 64).coverage == 10
 
 
 def test_outputs_get_normal_permissions(tiny_checkpoint: Path, tmp_path: Path) -> None:

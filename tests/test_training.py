@@ -291,3 +291,35 @@ def test_cli_refusals_in_process(flags, message, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+# The trainer from Python: a configuration object, no argparse
+
+
+def test_trainer_runs_from_a_configuration_object_as_the_cli_does(tmp_path):
+    from adaskip_ext import TrainConfig, Trainer, load_model
+
+    settings = dict(preset="tiny", scheme="random", skip_type="interpolate", steps=3, batch_size=4,
+                    warmup=1, ema_decay=0.5, save_every=3, log_every=1, device="cpu", seed=5)
+    written = Trainer(TrainConfig(**settings, out=str(tmp_path / "python"))).run()
+    assert written == tmp_path / "python" / "last.safetensors"
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(train.main, [*flags, "--out", str(tmp_path / "cli")])
+    assert exit_info.value.code == 0
+    from_python, from_cli = load_model(written), load_model(tmp_path / "cli" / "last.safetensors")
+    assert from_python.metadata == from_cli.metadata
+    assert from_python.metadata["training_scheme"] == "random"
+    for name, value in from_cli.state_dict().items():
+        torch.testing.assert_close(from_python.state_dict()[name], value, rtol=0, atol=0)
+    log = (tmp_path / "python" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("ema_decay", 1.0), ("lr", float("nan")),
+                                          ("scheme", "sometimes"), ("preset", "huge")])
+def test_a_bad_configuration_names_its_field(field, value):
+    from adaskip_ext import TrainConfig
+
+    with pytest.raises(ValueError, match=f"^{field} "):
+        TrainConfig(**{field: value})
