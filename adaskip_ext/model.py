@@ -24,7 +24,7 @@ tensor ``s = hs[-1]`` it is concatenated with is the output of level K-1's last 
   ``C_{N-1} -> C_K``.
 
 For the CIFAR-10 preset (N = 4, R = 32, C = 128/256/256/256) the missing input is
-(B, 256, 4, 4) at k = 1, (B, 256, 8, 8) at k = 2 and (B, 256, 16, 16) at k = 3.
+(B, 256, 8, 8) at k = 1, (B, 256, 16, 16) at k = 2 and (B, 256, 32, 32) at k = 3 (R / 2**(K-1)).
 """
 from __future__ import annotations
 
