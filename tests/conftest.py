@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -15,6 +16,7 @@ os.environ["ADASKIP_POISON_OUTPUTS"] = "1"
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from adaskip_ext.checkpoints import save_model
 from adaskip_ext.model import AdaptiveUNet, UNetConfig
 
 # These models are tiny: extra intra-op threads only add synchronisation, and on a loaded machine
@@ -40,6 +42,15 @@ def perturb_(module: nn.Module, scale: float = 0.1, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     for parameter in module.parameters():
         parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+
+
+@pytest.fixture(scope="session")
+def tiny_c2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh tiny model (seed 0, skip type zero) saved with c = 2 as its sampling default."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_model(AdaptiveUNet(UNetConfig.tiny(), "zero"), path, {"schedule": {"c": 2.0}})
+    return path
 
 
 @pytest.fixture

@@ -10,24 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from adaskip_ext import AdaptiveUNet, UNetConfig, sample_images, save_model
+from adaskip_ext import AdaptiveUNet, UNetConfig, sample_images
 from adaskip_ext.sampling import command, loop, runners
 from adaskip_ext.sampling.parts import PartStore
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_model(AdaptiveUNet(UNetConfig.tiny(), "zero"), path, {"schedule": {"c": 2.0}})
-    return path
 
 
 def addresses(model: AdaptiveUNet) -> list[int]:
     return [t.data_ptr() for t in (*model.parameters(), *model.buffers())]
 
 
-def test_the_cli_prepares_the_model_once_for_sample_images(checkpoint: Path, tmp_path: Path,
+def test_the_cli_prepares_the_model_once_for_sample_images(tiny_c2_checkpoint: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """With channels_last preferred (as on CUDA at small batches), the weights the CLI warms up
     (and captures graphs on) are the very tensors ``sample_images`` runs: no relayout between."""
@@ -46,7 +38,7 @@ def test_the_cli_prepares_the_model_once_for_sample_images(checkpoint: Path, tmp
 
     monkeypatch.setattr(command, "warm_up", recording_warm_up)
     monkeypatch.setattr(loop, "runner_for", recording_runner_for)
-    assert command.main(["--checkpoint", str(checkpoint), "--steps", "2", "--num-samples", "2",
+    assert command.main(["--checkpoint", str(tiny_c2_checkpoint), "--steps", "2", "--num-samples", "2",
                          "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
     assert seen["prepared"] == seen["sampled"]
 
@@ -79,16 +71,16 @@ def test_a_reduced_precision_copy_is_kept_until_the_weights_change(monkeypatch: 
     torch.testing.assert_close(used[2].conv_in.weight, model.conv_in.weight.to(torch.bfloat16))
 
 
-def test_parts_drawn_with_another_skip_list_are_refused(checkpoint: Path, tmp_path: Path) -> None:
+def test_parts_drawn_with_another_skip_list_are_refused(tiny_c2_checkpoint: Path, tmp_path: Path) -> None:
     """Two explicit lists of the same length are two schedules: resuming must not merge them."""
     out = tmp_path / "out"
-    common = ["--checkpoint", str(checkpoint), "--steps", "3", "--num-samples", "4",
+    common = ["--checkpoint", str(tiny_c2_checkpoint), "--steps", "3", "--num-samples", "4",
               "--batch-size", "2", "--device", "cpu", "--out", str(out)]
     args = command.build_parser().parse_args([*common, "--skip-list", "2,1,0"])
     args.sampler_config = command.check(args)
-    model = command.load_model(checkpoint)
+    model = command.load_model(tiny_c2_checkpoint)
     run = command.Run.build(args.sampler_config, command.build_schedule(args, model), model)
-    store = PartStore(out / "parts", command.run_settings(args, checkpoint, model, run), 2)
+    store = PartStore(out / "parts", command.run_settings(args, tiny_c2_checkpoint, model, run), 2)
     store.prepare(main=True)
     store.write(0, np.zeros((2, 8, 8, 3), np.uint8))
     assert json.loads((out / "parts" / "run.json").read_text())["schedule"]["skip_levels"] == [2, 1, 0]
@@ -100,11 +92,11 @@ def test_parts_drawn_with_another_skip_list_are_refused(checkpoint: Path, tmp_pa
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_the_cli_captures_each_k_once(checkpoint: Path, tmp_path: Path) -> None:
+def test_the_cli_captures_each_k_once(tiny_c2_checkpoint: Path, tmp_path: Path) -> None:
     """At batch ≤ 4 (channels_last on CUDA) every k is captured once: before the fix, the first
     batch recaptured all of them after the relayout."""
     runners.captures.clear()
-    assert command.main(["--checkpoint", str(checkpoint), "--steps", "6", "--num-samples", "8",
+    assert command.main(["--checkpoint", str(tiny_c2_checkpoint), "--steps", "6", "--num-samples", "8",
                          "--batch-size", "4", "--device", "cuda", "--compare-full",
                          "--out", str(tmp_path / "out")]) == 0
     assert runners.captures and set(runners.captures.values()) == {1}

@@ -13,17 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaskip_ext import AdaptiveUNet, UNetConfig, save_model
 
 COMMON = ("--steps", "6", "--num-samples", "9", "--batch-size", "2", "--sampler", "ddpm", "--seed", "3")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_model(AdaptiveUNet(UNetConfig.tiny(), "zero"), path, {"schedule": {"c": 2.0}})
-    return path
 
 
 def sample_command(checkpoint: Path, out: str, *extra: str) -> list[str]:
@@ -45,18 +36,18 @@ def samples(folder: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+def reference(tiny_c2_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """One uninterrupted single-process run."""
     cwd = tmp_path_factory.mktemp("reference")
-    result = run(sample_command(checkpoint, "out"), cwd)
+    result = run(sample_command(tiny_c2_checkpoint, "out"), cwd)
     assert result.returncode == 0, result.stderr
     assert not (cwd / "out" / "parts").exists()  # merged, then removed
     return samples(cwd / "out")
 
 
-def test_two_ranks_give_the_single_process_samples(checkpoint: Path, reference: np.ndarray, tmp_path: Path):
+def test_two_ranks_give_the_single_process_samples(tiny_c2_checkpoint: Path, reference: np.ndarray, tmp_path: Path):
     result = run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                  *sample_command(checkpoint, "out")], tmp_path)
+                  *sample_command(tiny_c2_checkpoint, "out")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stdout
     merged = samples(tmp_path / "out")
@@ -64,10 +55,10 @@ def test_two_ranks_give_the_single_process_samples(checkpoint: Path, reference: 
     np.testing.assert_array_equal(merged, reference)
 
 
-def test_a_killed_run_resumes_without_gaps_or_duplicates(checkpoint: Path, reference: np.ndarray,
+def test_a_killed_run_resumes_without_gaps_or_duplicates(tiny_c2_checkpoint: Path, reference: np.ndarray,
                                                           tmp_path: Path):
-    command = sample_command(checkpoint, "out", "--steps", "60")  # slow enough to be caught mid-run
-    slow_reference = run(sample_command(checkpoint, "whole", "--steps", "60"), tmp_path)
+    command = sample_command(tiny_c2_checkpoint, "out", "--steps", "60")  # slow enough to be caught mid-run
+    slow_reference = run(sample_command(tiny_c2_checkpoint, "whole", "--steps", "60"), tmp_path)
     assert slow_reference.returncode == 0, slow_reference.stderr
     process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -86,14 +77,14 @@ def test_a_killed_run_resumes_without_gaps_or_duplicates(checkpoint: Path, refer
     np.testing.assert_array_equal(samples(tmp_path / "out"), samples(tmp_path / "whole"))
 
 
-def test_parts_of_another_run_are_not_mixed_in(checkpoint: Path, tmp_path: Path):
+def test_parts_of_another_run_are_not_mixed_in(tiny_c2_checkpoint: Path, tmp_path: Path):
     parts = tmp_path / "out" / "parts"
     parts.mkdir(parents=True)
     (parts / "run.json").write_text('{"seed": 99}\n')
-    refused = run(sample_command(checkpoint, "out"), tmp_path)
+    refused = run(sample_command(tiny_c2_checkpoint, "out"), tmp_path)
     assert refused.returncode == 2
     assert "holds parts of a run with other settings" in refused.stderr and "seed" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
-    redone = run(sample_command(checkpoint, "out", "--overwrite"), tmp_path)
+    redone = run(sample_command(tiny_c2_checkpoint, "out", "--overwrite"), tmp_path)
     assert redone.returncode == 0, redone.stderr
     assert not parts.exists()
