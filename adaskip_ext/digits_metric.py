@@ -13,9 +13,10 @@ from typing import Sequence
 from safetensors.torch import save_file
 
 from . import cli
-from .data.image_sources import load_images
+from .data import load_images
+from .embedded import classifier_weights
 from .io_utils import UserFacingError, atomic_path
-from .metrics.digits_classifier import score, train_classifier, weights_path
+from .metrics.digits_classifier import score, train_classifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserFacingError("give either a samples .npz or image folder, or --train, not both")
     if args.train:
         model, held_out = train_classifier()
-        with atomic_path(weights_path()) as tmp:
+        with atomic_path(classifier_weights()) as tmp:
             save_file(model.state_dict(), str(tmp))
-        print(f"held-out accuracy {held_out:.4f}; wrote {weights_path()}")
+        print(f"held-out accuracy {held_out:.4f}; wrote {classifier_weights()}")
         return 0
     if args.samples is None:
         raise UserFacingError("give a samples .npz or image folder, or --train")

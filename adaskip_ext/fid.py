@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from . import cli
-from .data.image_sources import load_images
+from .data import load_images
 from .io_utils import UserFacingError, check_new_output
-from .metrics.digits_classifier import classifier_features
+from .metrics.digits_classifier import classifier_features, load_classifier
 from .metrics.frechet import (Features, extract, frechet_distance, is_statistics, load_statistics,
                               save_statistics, statistics)
 from .metrics.inception import WEIGHTS_ENV, inception, inception_features
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def feature_function(args: argparse.Namespace, device: torch.device) -> Features:
     if args.metric == "digits":
-        return classifier_features(device)
+        return classifier_features(load_classifier(device), device)
     return inception_features(inception(args.inception_weights, device), device)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaskip_ext.data.datasets import cifar10_images, folder_images, load_dataset, read_cifar_batch
+from adaskip_ext.data.datasets import (DataSpec, cifar10_images, folder_images, load_dataset, parse_spec,
+                                       read_cifar_batch)
 from adaskip_ext.io_utils import UserFacingError
 
 Image = pytest.importorskip("PIL.Image", reason="pillow not installed")
@@ -181,3 +182,13 @@ def test_folder_errors(tmp_path: Path) -> None:
 def test_bad_dataset_specs(spec: str) -> None:
     with pytest.raises(UserFacingError, match="expected 'digits', 'folder:PATH' or 'cifar10:PATH'"):
         load_dataset(spec, 16, 1)
+
+
+@pytest.mark.parametrize("spec, parsed", [
+    ("digits", DataSpec("digits", None)),
+    ("folder:a/b", DataSpec("folder", Path("a/b"))),
+    ("cifar10:/data:x", DataSpec("cifar10", Path("/data:x"))),  # only the first colon separates
+    ("folder", None), ("cifar10:", None), ("digits:x", None), ("imagenet:/data", None), ("", None),
+])
+def test_parse_spec(spec: str, parsed: DataSpec | None) -> None:
+    assert parse_spec(spec) == parsed

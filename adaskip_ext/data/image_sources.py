@@ -9,26 +9,27 @@ import numpy as np
 
 from ..images import to_uint8
 from ..io_utils import UserFacingError
-from .datasets import IMAGE_SUFFIXES, digits_images, read_cifar_batch
+from .datasets import cifar10_batches, digits_images, image_files, parse_spec, read_image
+
 
 def load_images(source: str) -> np.ndarray:
     """uint8 (N, H, W, C) from ``.npz`` (``arr_0``), an image folder, ``folder:PATH``,
     ``cifar10:PATH`` (the 50,000 training images) or ``digits`` (16×16)."""
-    kind, _, location = source.partition(":")
-    if kind == "digits" and not location:
+    data = parse_spec(source)
+    if data is None:  # a plain path
+        path = Path(source)
+    elif data.path is None:  # digits
         return to_uint8(digits_images(16))
-    if kind == "cifar10" and location:
-        files = [Path(location) / f"data_batch_{i}" for i in range(1, 6)]
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise UserFacingError(f"{missing[0]}: CIFAR-10 batch file not found (expected the python version)")
-        return np.concatenate([read_cifar_batch(f) for f in files])
-    path = Path(location if kind == "folder" else source)
+    elif data.kind == "cifar10":
+        return cifar10_batches(data.path)
+    else:
+        path = data.path
     if path.suffix == ".npz" and path.is_file():
         return _npz_images(path)
     if path.is_dir():
         return _folder_images(path)
     raise UserFacingError(f"{source}: not an .npz of samples, an image folder, 'cifar10:PATH' or 'digits'")
+
 
 def _npz_images(path: Path) -> np.ndarray:
     try:
@@ -41,19 +42,13 @@ def _npz_images(path: Path) -> np.ndarray:
                               f"got {images.dtype} {images.shape}")
     return images
 
-def _folder_images(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserFacingError(f"{path}: no image files found")
+def _folder_images(path: Path) -> np.ndarray:
+    """Every image under ``path`` as RGB, at its own size (FID needs them all alike)."""
+    files = image_files(path)
     images = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise UserFacingError(f"{file}: not a readable image ({error})") from None
+        images.append(read_image(file, "RGB"))
         if images[-1].shape != images[0].shape:
             raise UserFacingError(f"{file}: {images[-1].shape[:2]} pixels, but {files[0].name} has "
                                   f"{images[0].shape[:2]}; FID needs one image size")

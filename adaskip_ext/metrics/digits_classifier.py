@@ -8,9 +8,6 @@ the digits training split (scikit-learn's ``train_test_split``, 25% held out, ra
 from __future__ import annotations
 
 import dataclasses
-from importlib import resources
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,13 +15,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..data import digits_images
+from ..embedded import classifier_weights
 from ..images import to_uint8
 from ..io_utils import UserFacingError
-from .frechet import extract, frechet_distance, statistics
+from .frechet import Features, extract, frechet_distance, statistics
 
 RESOLUTION = 16
 
 FEATURES = 128
+
+BATCH_SIZE = 500  # images per feature batch: bounds the memory a large sample set takes
 
 class DigitsClassifier(nn.Module):
     """(B, 1, 16, 16) in [-1, 1] -> logits (B, 10); ``features`` gives the (B, 128) penultimate layer."""
@@ -76,13 +76,10 @@ def train_classifier(epochs: int = 30, seed: int = 0) -> tuple[DigitsClassifier,
             optimizer.step()
     return model.eval(), accuracy(model, test_x, test_y)
 
-def weights_path() -> Path:
-    return Path(str(resources.files("adaskip_ext") / "weights" / "digits_classifier.safetensors"))
-
 def load_classifier(device: torch.device | str = "cpu") -> DigitsClassifier:
     """The shipped classifier, in eval mode."""
     model = DigitsClassifier()
-    model.load_state_dict(load_file(weights_path()))
+    model.load_state_dict(load_file(classifier_weights()))
     return model.to(device).eval()
 
 def _as_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -93,9 +90,8 @@ def _as_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = batch.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return x.mean(dim=1, keepdim=True)
 
-def classifier_features(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 (B, 16, 16, C) -> (B, 128) penultimate features of the shipped classifier."""
-    model = load_classifier(device)
+def classifier_features(model: DigitsClassifier, device: torch.device) -> Features:
+    """uint8 (B, 16, 16, C) -> (B, 128) penultimate features of ``model`` (on ``device``)."""
     return lambda batch: model.features(_as_input(batch, device))
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +109,9 @@ _REFERENCE: list[tuple[np.ndarray, np.ndarray]] = []
 def reference_statistics() -> tuple[np.ndarray, np.ndarray]:
     """Feature statistics of all 1,797 real digits (computed once per process)."""
     if not _REFERENCE:
-        features = extract(to_uint8(digits_images(RESOLUTION)), classifier_features(torch.device("cpu")),
-                           batch_size=500, progress=False)
+        cpu = torch.device("cpu")
+        features = extract(to_uint8(digits_images(RESOLUTION)), classifier_features(load_classifier(cpu), cpu),
+                           BATCH_SIZE, progress=False)
         _REFERENCE.append(statistics(features.astype(np.float64)))
     return _REFERENCE[0]
 
@@ -124,15 +121,10 @@ def score(images: np.ndarray, device: torch.device | str = "cpu", min_share: flo
     of the samples are predicted as it."""
     device = torch.device(device)
     model = load_classifier(device)
-    probabilities, features = [], []
-    for start in range(0, len(images), 500):
-        x = _as_input(torch.from_numpy(np.ascontiguousarray(images[start:start + 500])), device)
-        hidden = model.features(x)
-        features.append(hidden.cpu().numpy())
-        probabilities.append(model.head(hidden).softmax(1).cpu())
-    p = torch.cat(probabilities)
+    features = extract(images, classifier_features(model, device), BATCH_SIZE, progress=False)
+    p = model.head(torch.from_numpy(features).to(device)).softmax(1).cpu()
     shares = torch.bincount(p.argmax(1), minlength=10).float() / len(p)
-    mu, sigma = statistics(np.concatenate(features).astype(np.float64))
+    mu, sigma = statistics(features.astype(np.float64))
     return DigitsScore(fid=frechet_distance(mu, sigma, *reference_statistics()),
                        coverage=int((shares >= min_share).sum()),
                        confidence=p.max(1).values.mean().item(),
