@@ -25,9 +25,7 @@ import copy
 import socket
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -38,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from adaskip_ext.diffusion import DiffusionConfig, epsilon_loss, q_sample
 from adaskip_ext.model import PRESETS, AdaptiveUNet
 from adaskip_ext.seeds import seed_for
+from adaskip_ext.timing import elapsed
 from adaskip_ext.training import BatchDrawer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,18 +71,17 @@ class Variant:
         self.times: list[float] = []
 
     def step(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, k: int,
-             alphas_cumprod: torch.Tensor, dropout_seed: int, synchronize: Callable[[], None]) -> None:
-        synchronize()
-        start = time.perf_counter()
-        torch.manual_seed(dropout_seed)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = epsilon_loss(self.network(q_sample(x, t, noise, alphas_cumprod), t, skip_levels=k), noise)
-        loss.backward()
-        if self.name == "manual-k":
-            average_present_gradients(self.model, self.world)
-        self.optimizer.step()
-        synchronize()
-        self.times.append(time.perf_counter() - start)
+             alphas_cumprod: torch.Tensor, dropout_seed: int, device: torch.device) -> None:
+        def run() -> None:
+            torch.manual_seed(dropout_seed)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = epsilon_loss(self.network(q_sample(x, t, noise, alphas_cumprod), t, skip_levels=k), noise)
+            loss.backward()
+            if self.name == "manual-k":
+                average_present_gradients(self.model, self.world)
+            self.optimizer.step()
+
+        self.times.append(elapsed(run, device))
 
 
 def worker(rank: int, args, port: int, meta: dict) -> None:
@@ -93,7 +91,6 @@ def worker(rank: int, args, port: int, meta: dict) -> None:
     torch.set_num_threads(args.threads)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                             init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.world)
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = AdaptiveUNet(PRESETS[args.preset](), "zero").to(device).train()
     c = model.config
@@ -110,7 +107,7 @@ def worker(rank: int, args, port: int, meta: dict) -> None:
             batch = drawers[scheme].draw(s).shard(rank, args.world)  # this process's share
             x = images[batch.indices].to(device)
             variant.step(x, batch.timesteps.to(device), batch.noise.to(device), batch.skip_levels,
-                         alphas_cumprod, seed_for(0, s, rank), synchronize)
+                         alphas_cumprod, seed_for(0, s, rank), device)
         levels.append(drawers["constant-k"].draw(s).skip_levels)
     difference = max((a.detach() - b.detach()).abs().max()
                      for a, b in zip(variants[2].model.parameters(), variants[3].model.parameters()))

@@ -24,11 +24,12 @@ import torch
 from adaskip_ext import costs
 from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig, preferred_memory_format
 from adaskip_ext.sampling import SamplerConfig, SamplingPlan
+from adaskip_ext.sampling.runners import capture_graphs
 from adaskip_ext.schedule import SkipSchedule
+from adaskip_ext.timing import timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import metadata, parse, parser_for, write_results  # noqa: E402
-from kernels import timer  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # The k of each of DDPM's 1000 steps under c = 2 (the 4-level CIFAR-10 model).
@@ -44,17 +45,8 @@ def inputs(model: AdaptiveUNet, batch: int, dtype: torch.dtype, device: str):
 
 
 def graphed_forward(model: AdaptiveUNet, x: torch.Tensor, t: torch.Tensor, k: int) -> Callable[[], object]:
-    """The forward at k captured as one CUDA graph (after a warm-up on a side stream)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            model(x, t, skip_levels=k)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        model(x, t, skip_levels=k)
-    return graph.replay
+    """The forward at k captured as one CUDA graph, as the sampler captures its steps."""
+    return capture_graphs({k: lambda: model(x, t, skip_levels=k)}, warmup=2)[k].replay
 
 
 def modes_for(models: dict[str, AdaptiveUNet], x, t, k: int, device: str) -> dict[str, Callable[[], object]]:

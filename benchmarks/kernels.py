@@ -11,9 +11,7 @@ benchmarks/results/kernels-<device>.{json,md} (or --out DIR) with the device, to
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from adaskip_ext import ops
+from adaskip_ext.timing import timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import metadata, parse, parser_for, write_results  # noqa: E402
@@ -58,34 +57,6 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def timer(device: str, repeats: int, rep_ms: int = 100) -> Callable[..., list[float]]:
-    """``measure(*fns)``: milliseconds per call of each function on ``device``.
-
-    CUDA: ``triton.testing.do_bench`` timing each function for about ``rep_ms``. CPU: medians
-    of ``repeats`` calls, the functions sampled in turn, so that the drift of a shared machine
-    hits the op and its baseline alike.
-    """
-    if device == "cuda":
-        import triton.testing
-
-        return lambda *fns: [float(triton.testing.do_bench(fn, warmup=rep_ms // 4, rep=rep_ms))
-                             for fn in fns]
-
-    def median_ms(*fns: Callable[[], object]) -> list[float]:
-        for _ in range(3):
-            for fn in fns:
-                fn()
-        samples: list[list[float]] = [[] for _ in fns]
-        for _ in range(repeats):
-            for fn, times in zip(fns, samples):
-                start = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - start) * 1e3)
-        return [statistics.median(times) for times in samples]
-
-    return median_ms
-
-
 def copy_bandwidth(device: str, measure: Callable) -> float:
     """Device copy bandwidth in GB/s (read + write of a 256 MiB / 64 MiB buffer)."""
     numel = (256 if device == "cuda" else 64) * 2**20 // 4
@@ -107,13 +78,18 @@ def backends_for(op: str, device: str) -> list[str]:
     return [b for b in ("native", "triton") if ops.available(op, b, device)]
 
 
+def group_norm_inputs(batch: int, channels: int, resolution: int, device: str,
+                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (batch, channels, resolution, resolution) and the GroupNorm's weight and bias."""
+    x = torch.randn(batch, channels, resolution, resolution, device=device, dtype=dtype)
+    return x, torch.randn(channels, device=device, dtype=dtype), torch.randn(channels, device=device, dtype=dtype)
+
+
 def bench_group_norm_silu(device, dtype, batches, measure, bandwidth) -> list[Row]:
     rows = []
     for batch in batches:
         for channels, resolution in LEVELS:
-            x = torch.randn(batch, channels, resolution, resolution, device=device, dtype=dtype)
-            weight = torch.randn(channels, device=device, dtype=dtype)
-            bias = torch.randn(channels, device=device, dtype=dtype)
+            x, weight, bias = group_norm_inputs(batch, channels, resolution, device, dtype)
             minimum_bytes = 2 * x.numel() * x.element_size() + 2 * weight.numel() * weight.element_size()
             for backend in backends_for("group_norm_silu", device):
                 baseline, ms = measure_on(
@@ -131,9 +107,7 @@ def bench_conv(device, dtype, batches, measure) -> list[Row]:
     rows = []
     for batch in batches:
         for channels, resolution in LEVELS:
-            x = torch.randn(batch, channels, resolution, resolution, device=device, dtype=dtype)
-            gn_w = torch.randn(channels, device=device, dtype=dtype)
-            gn_b = torch.randn(channels, device=device, dtype=dtype)
+            x, gn_w, gn_b = group_norm_inputs(batch, channels, resolution, device, dtype)
             conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, dtype)
             add = torch.randn(batch, channels, device=device, dtype=dtype)
             args = (x, gn_w, gn_b, conv.weight.detach(), conv.bias.detach(), GROUPS, EPS, add, None)

@@ -20,10 +20,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from adaskip_ext.model import AdaptiveUNet, UNetConfig, preferred_memory_format
+from adaskip_ext.timing import timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from depth import DTYPES, graphed_forward, inputs  # noqa: E402
-from kernels import timer  # noqa: E402
 
 
 def kernel_times(fn: Callable[[], object], repeats: int = 5) -> dict[str, tuple[int, float]]:

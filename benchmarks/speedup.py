@@ -7,16 +7,14 @@ The DDPM CIFAR-10 U-Net with random weights (time does not depend on them). For 
 sampler and c, whole sampling runs at c and at c = 0 are timed in turn and the medians compared
 within the run. Beside each measured saving stand the three ideals of ``adaskip_ext.costs`` for
 that schedule (FLOP, op-count and parameter shares). On CUDA every run replays the CUDA graphs
-of ``adaskip_ext.graphs`` (``--no-graphs``: eager). Writes
+of ``adaskip_ext.sampling.runners`` (``--no-graphs``: eager). Writes
 benchmarks/results/speedup-<device>.{json,md} (or --out DIR) naming the device, torch version and commit.
 """
 from __future__ import annotations
 
-import statistics
+import functools
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -24,6 +22,7 @@ from adaskip_ext import costs
 from adaskip_ext.model import SKIP_TYPES, AdaptiveUNet, UNetConfig
 from adaskip_ext.sampling import SamplerConfig, SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
+from adaskip_ext.timing import medians_in_turn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import metadata, parse, parser_for, write_results  # noqa: E402
@@ -32,27 +31,12 @@ C_VALUES = (1.0, 2.0, 3.0, 5.0)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def sampling_seconds(model: AdaptiveUNet, sampler: str, steps: int, c: float, batch: int,
-                     device: str, dtype: torch.dtype, graphs: bool, clip_x0: bool) -> float:
-    """Wall time of one whole sampling run of ``batch`` images."""
-    start = time.perf_counter()
+def sample(model: AdaptiveUNet, sampler: str, steps: int, c: float, batch: int, device: str,
+           dtype: torch.dtype, graphs: bool, clip_x0: bool) -> None:
+    """One whole sampling run of ``batch`` images at c."""
     sample_images(model, batch, sampler=sampler, steps=steps, batch_size=batch, device=device,
                   dtype=dtype, graphs=graphs, clip_x0=clip_x0,
                   schedule=SkipSchedule(model.num_levels, c=c), progress=False)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def measure(run: Callable[[float], float], c: float, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``run`` at c = 0 and at c, the two taken in turn (after a warm-up of
-    each, which also captures the CUDA graphs)."""
-    run(0.0), run(c)
-    full, skipped = [], []
-    for _ in range(repeats):
-        full.append(run(0.0))
-        skipped.append(run(c))
-    return statistics.median(full), statistics.median(skipped)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             model = model.to(dtype=DTYPES[dtype])  # in place: the graphs stay with this model
             for sampler, steps in samplers.items():
                 for c in C_VALUES:
-                    def run(c_run: float) -> float:
-                        return sampling_seconds(model, sampler, steps, c_run, args.batch, args.device,
-                                                DTYPES[dtype], graphs, args.clip_x0)
-                    full, skipped = measure(run, c, args.repeats)
+                    runs = [functools.partial(sample, model, sampler, steps, c_run, args.batch,
+                                              args.device, DTYPES[dtype], graphs, args.clip_x0)
+                            for c_run in (0.0, c)]
+                    # The warm-up run of each also captures its CUDA graphs.
+                    full, skipped = medians_in_turn(runs, args.repeats, warmup=1, device=args.device)
                     plan = SamplingPlan.build(SamplerConfig(sampler, steps, clip_x0=args.clip_x0),
                                               SkipSchedule(model.num_levels, c=c), 1000)
                     ideal = costs.ideal_savings(share, list(plan.skip_levels))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaskip_ext.io_utils import atomic_path
 from adaskip_ext.metrics.inception import random_inception_weights
 
 FULL = {"train_steps": 20_000, "samples": 50_000, "batch_size": 500, "ddim_steps": 100,
@@ -147,8 +148,8 @@ def evaluate(name: str, checkpoint: Path, c: int, stats: Path, size: dict, args:
                             check=True, capture_output=True, text=True)
     row = {"model": name, "c": c, "samples": size["samples"], "clip_x0": CLIP_X0, "seconds": seconds,
            "fid": last_value(scored.stdout)}
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(row) + "\n")
+    with atomic_path(result_file) as tmp:  # a cell cut off half-written would stop the resume
+        tmp.write_text(json.dumps(row) + "\n")
     print(f"{name} c={c}: FID {row['fid']:.3f} in {seconds:.0f} s", flush=True)
     return row
 

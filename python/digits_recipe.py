@@ -6,8 +6,8 @@
 ``train``: a plain model (``full``, scheme full), then five fine-tunes from its weights with the
 same number of steps, so every variant has seen the same training: the plain model continued
 (``full-extra``), ``zero``, ``duplicate`` and ``interpolate`` with the constant-k scheme at
-c = 2, and ``zero-random`` with the random scheme. ``table1``: digits-FID (``digits_metric``)
-of every fine-tuned variant × c ∈ {0, 1, 2, 3, 5}, DDIM uniform steps with x0 unclipped (as the
+c = 2, and ``zero-random`` with the random scheme. ``table1``: digits-FID
+(``adaskip_ext.metrics.digits_classifier``) of every fine-tuned variant × c ∈ {0, 1, 2, 3, 5}, DDIM uniform steps with x0 unclipped (as the
 DDIM code, and the committed results). ``table2``: time saved by each c, whole sampling runs at
 c and at c = 0 timed in turn, beside the ideals of ``adaskip_ext.costs``. ``table3``: the zero model at c = 2 and the plain model at c = 0 under
 DDIM at several step counts × η. ``report``: markdown tables and PNG plots in ``--out``.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -33,8 +32,11 @@ from adaskip_ext import costs
 from adaskip_ext.metrics import digits_classifier
 from adaskip_ext.checkpoints import load_model
 from adaskip_ext.images import grid, save_png, to_uint8
+from adaskip_ext.io_utils import atomic_path
+from adaskip_ext.model import AdaptiveUNet
 from adaskip_ext.sampling import SamplerConfig, SamplingPlan, sample_images
 from adaskip_ext.schedule import SkipSchedule
+from adaskip_ext.timing import medians_in_turn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_report  # noqa: E402  (python/report.py: the tables and plots)
@@ -82,9 +84,8 @@ def cell(path: Path, compute: Callable[[], dict]) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(result, indent=1) + "\n")
-    path.with_suffix(".tmp").replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -117,28 +118,24 @@ def table1(args: argparse.Namespace) -> list[dict]:
             for variant in VARIANTS for c in C_VALUES]
 
 
-def timed_run(model, c: float, args: argparse.Namespace) -> float:
-    started = time.perf_counter()
+def timing_run(model: AdaptiveUNet, c: float, args: argparse.Namespace) -> None:
+    """One of Table 2's timed sampling runs: ``--timing-batch`` images at c."""
     sample_images(model, args.timing_batch, sampler="ddim", steps=args.ddim_steps, clip_x0=CLIP_X0,
                   schedule=SkipSchedule(model.num_levels, c=c), batch_size=args.timing_batch,
                   seed=SEED, device="cpu", progress=False)
-    return time.perf_counter() - started
 
 
 def time_saved(variant: str, c: float, args: argparse.Namespace) -> dict:
     """Median time at c and at c = 0, runs taken in turn, with the ideals of that schedule."""
     model = load_model(args.runs / variant / "last.safetensors")
     share = costs.shares(costs.depth_costs(model))
-    timed_run(model, c, args)  # warm-up
-    full, skipped = [], []
-    for _ in range(args.repeats):
-        full.append(timed_run(model, 0.0, args))
-        skipped.append(timed_run(model, c, args))
+    full, skipped = medians_in_turn([lambda: timing_run(model, 0.0, args),
+                                     lambda: timing_run(model, c, args)], args.repeats)
     plan = SamplingPlan.build(SamplerConfig("ddim", args.ddim_steps, clip_x0=CLIP_X0), SkipSchedule(model.num_levels, c=c), 1000)
-    saved = 1 - statistics.median(skipped) / statistics.median(full)
+    saved = 1 - skipped / full
     print(f"{variant:<12} c={c:g}: {saved:.1%} saved", flush=True)
-    return {"variant": variant, "c": c, "clip_x0": CLIP_X0, "full_s": statistics.median(full),
-            "skipped_s": statistics.median(skipped), "saved": saved,
+    return {"variant": variant, "c": c, "clip_x0": CLIP_X0, "full_s": full, "skipped_s": skipped,
+            "saved": saved,
             **{f"ideal_{k}": v for k, v in costs.ideal_savings(share, list(plan.skip_levels)).items()}}
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import time
 import weakref
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 import torch
 
@@ -63,6 +64,31 @@ class EagerRunner:
 
 # How often each k has been captured in this process (tests count recaptures with it).
 captures: "collections.Counter[int]" = collections.Counter()
+
+
+def capture_graphs(bodies: Mapping[int, Callable[[], object]], warmup: int = 2,
+                   pool: tuple[int, int] | None = None,
+                   device: torch.device | None = None) -> dict[int, torch.cuda.CUDAGraph]:
+    """One CUDA graph of each body, in the order given, all into ``pool`` (None: a private one).
+
+    Every body first runs ``warmup`` times on a side stream (PyTorch's recipe for capture):
+    that settles cuDNN's algorithm choice and compiles Triton kernels before anything is
+    recorded. ``device``: the CUDA device to capture on (None: the current one).
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for body in bodies.values():
+            for _ in range(warmup):
+                body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graphs: dict[int, torch.cuda.CUDAGraph] = {}
+    for key, body in bodies.items():
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            body()
+        graphs[key] = graph
+    return graphs
 
 
 class GraphRunner:
@@ -114,19 +140,9 @@ class GraphRunner:
         torch.cuda.empty_cache()  # as capture does: what is reserved after it is the graphs' pool
         before = torch.cuda.memory_reserved(self.device)
         saved = self.x.clone()
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for k in missing:
-                for _ in range(self.warmup):
-                    self._body(k)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        for k in missing:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                self._body(k)
-            self.graphs[k] = graph
-            captures[k] += 1
+        self.graphs.update(capture_graphs({k: functools.partial(self._body, k) for k in missing},
+                                          self.warmup, self.pool, self.device))
+        captures.update(missing)
         self.x.copy_(saved)
         torch.cuda.synchronize(self.device)
         self.report.graphs += len(missing)
