@@ -51,9 +51,11 @@ class BicubicResize : public torch::autograd::Function<BicubicResize> {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = find_op<at::Tensor(const at::Tensor&, int64_t, int64_t)>(
         "adaskip::bicubic_resize");
+    // The op checks x first: a bad x raises its ValueError, not an IndexError here.
+    at::Tensor y = op.call(x, out_h, out_w);
     ctx->saved_data["in_h"] = x.size(2);
     ctx->saved_data["in_w"] = x.size(3);
-    return op.call(x, out_h, out_w);
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

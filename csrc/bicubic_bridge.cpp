@@ -26,10 +26,10 @@ at::Tensor resize_backward(const at::Tensor& grad, int64_t in_h, int64_t in_w) {
 }
 
 void check_projection(const at::Tensor& x, const at::Tensor& weight) {
-  check_image(x, "x");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == x.size(1) && weight.size(2) == 1 &&
-                  weight.size(3) == 1,
-              "proj_weight must have shape (C_out, ", x.size(1), ", 1, 1), got ", weight.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == x.size(1) && weight.size(2) == 1 &&
+                        weight.size(3) == 1,
+                    "proj_weight must have shape (C_out, ", x.size(1), ", 1, 1), got ",
+                    weight.sizes());
 }
 
 // The 1x1 projection y = W x + b per pixel, as one BLAS GEMM (the framework's conv has more
@@ -57,11 +57,13 @@ bool project_after_resize(const at::Tensor& x, int64_t out_h, int64_t out_w) {
 
 at::Tensor bicubic_bridge(const at::Tensor& x, int64_t out_h, int64_t out_w,
                           const at::Tensor& proj_weight, const at::Tensor& proj_bias) {
+  check_resize(x, "x", out_h, out_w, "out_h and out_w");
   check_projection(x, proj_weight);
-  TORCH_CHECK(proj_bias.dim() == 1 && proj_bias.size(0) == proj_weight.size(0),
-              "proj_bias must have shape (", proj_weight.size(0), "), got ", proj_bias.sizes());
-  TORCH_CHECK(out_h > 0 && out_w > 0, "out_h and out_w must be positive, got ", out_h, "x",
-              out_w);
+  TORCH_CHECK_VALUE(proj_bias.dim() == 1 && proj_bias.size(0) == proj_weight.size(0),
+                    "proj_bias must have shape (", proj_weight.size(0), "), got ",
+                    proj_bias.sizes());
+  TORCH_CHECK_VALUE(proj_weight.device() == x.device() && proj_bias.device() == x.device(),
+                    "proj_weight and proj_bias must be on x's device (", x.device(), ")");
   const at::Tensor weight = proj_weight.to(x.scalar_type());
   const at::Tensor bias = proj_bias.to(x.scalar_type());
   const at::Tensor y = project_after_resize(x, out_h, out_w)
@@ -77,7 +79,12 @@ at::Tensor projection_weight_grad(const at::Tensor& grad, const at::Tensor& inpu
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bicubic_bridge_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& proj_weight) {
+  check_image(x, "x");
+  check_image(grad_out, "grad_out");
   check_projection(x, proj_weight);
+  TORCH_CHECK_VALUE(grad_out.size(0) == x.size(0) && grad_out.size(1) == proj_weight.size(0),
+                    "grad_out must have shape (", x.size(0), ", ", proj_weight.size(0),
+                    ", out_h, out_w), got ", grad_out.sizes());
   const int64_t in_h = x.size(2), in_w = x.size(3);
   const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
   const at::Tensor weight_t = proj_weight.to(x.scalar_type()).transpose(0, 1);

@@ -16,22 +16,29 @@ at::Tensor group_norm_silu_conv3x3(const at::Tensor& x, const at::Tensor& gn_wei
                                    const std::optional<at::Tensor>& add,
                                    const std::optional<at::Tensor>& residual) {
   check_group_norm(x, gn_weight, gn_bias, groups);
+  TORCH_CHECK_VALUE(conv_weight.dim() == 4 && conv_weight.size(1) == x.size(1) &&
+                        conv_weight.size(2) == 3 && conv_weight.size(3) == 3,
+                    "conv_weight must have shape (C_out, ", x.size(1), ", 3, 3), got ",
+                    conv_weight.sizes());
   const int64_t batch = x.size(0), out_channels = conv_weight.size(0);
-  TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == x.size(1) &&
-                  conv_weight.size(2) == 3 && conv_weight.size(3) == 3,
-              "conv_weight must have shape (C_out, ", x.size(1), ", 3, 3), got ",
-              conv_weight.sizes());
-  TORCH_CHECK(conv_bias.dim() == 1 && conv_bias.size(0) == out_channels,
-              "conv_bias must have shape (", out_channels, "), got ", conv_bias.sizes());
+  TORCH_CHECK_VALUE(conv_bias.dim() == 1 && conv_bias.size(0) == out_channels,
+                    "conv_bias must have shape (", out_channels, "), got ", conv_bias.sizes());
   if (add) {
-    TORCH_CHECK(add->dim() == 2 && add->size(0) == batch && add->size(1) == out_channels,
-                "add must have shape (", batch, ", ", out_channels, "), got ", add->sizes());
+    TORCH_CHECK_VALUE(add->dim() == 2 && add->size(0) == batch && add->size(1) == out_channels,
+                      "add must have shape (", batch, ", ", out_channels, "), got ",
+                      add->sizes());
   }
   if (residual) {
-    TORCH_CHECK(residual->sizes() == at::IntArrayRef({batch, out_channels, x.size(2), x.size(3)}),
-                "residual must have shape (", batch, ", ", out_channels, ", ", x.size(2), ", ",
-                x.size(3), "), got ", residual->sizes());
+    TORCH_CHECK_VALUE(
+        residual->sizes() == at::IntArrayRef({batch, out_channels, x.size(2), x.size(3)}),
+        "residual must have shape (", batch, ", ", out_channels, ", ", x.size(2), ", ",
+        x.size(3), "), got ", residual->sizes());
   }
+  const auto on_x_device = [&](const at::Tensor& t) { return t.device() == x.device(); };
+  TORCH_CHECK_VALUE(on_x_device(conv_weight) && on_x_device(conv_bias) &&
+                        (!add || on_x_device(*add)) && (!residual || on_x_device(*residual)),
+                    "conv_weight, conv_bias, add and residual must be on x's device (",
+                    x.device(), ")");
   static auto norm = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("adaskip::group_norm_silu", "")
                          .typed<at::Tensor(const at::Tensor&, const at::Tensor&,

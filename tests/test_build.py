@@ -1,5 +1,6 @@
 """setup.py: toolkit detection (a wrapper folder with only an nvcc script is not a toolkit), the
-decision to build the CUDA kernels, the record of a failed CUDA build, the include order."""
+decision to build the CUDA kernels, the record of a failed CUDA build, the include order, the
+sources each build compiles."""
 from __future__ import annotations
 
 import importlib.util
@@ -45,13 +46,6 @@ def test_bad_cuda_home_falls_through_to_a_real_toolkit(setup_module, tmp_path, m
     assert setup_module.find_cuda_toolkit(str(wrapper)) == str(real)
 
 
-def test_source_list_is_shared_with_cmake(setup_module):
-    sources = setup_module.read_sources()
-    assert sources and all((SETUP.parent / s).is_file() for s in sources)
-    assert any(s.endswith(".cu") for s in sources) and any(s.endswith(".cpp") for s in sources)
-    assert "csrc/sources.txt" in (SETUP.parent / "CMakeLists.txt").read_text()
-
-
 def fake_nvcc(root: Path, script: str) -> Path:
     """A toolkit whose nvcc runs ``script`` (sh)."""
     toolkit = fake_toolkit(root)
@@ -70,6 +64,24 @@ def cuda_torch(monkeypatch):
     for name in ("ADASKIP_FORCE_CUDA", "ADASKIP_SKIP_CUDA", "CUDA_PATH"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
+
+
+def test_every_source_in_csrc_is_compiled(setup_module, cuda_torch, tmp_path):
+    """A .cpp or .cu file left out of csrc/sources.txt would silently not be built: both
+    extensions setup.py can build get every one (the CPU one every .cpp)."""
+    root = SETUP.parent
+    on_disk = {path.relative_to(root).as_posix() for path in (root / "csrc").rglob("*")
+               if path.suffix in (".cpp", ".cu")}
+    assert any(s.endswith(".cu") for s in on_disk) and any(s.endswith(".cpp") for s in on_disk)
+    assert set(setup_module.cpu_extension().sources) == {s for s in on_disk if s.endswith(".cpp")}
+    toolkit = fake_nvcc(tmp_path / "cuda", 'echo "Cuda compilation tools, release 13.0, V13.0.88"')
+    cuda_torch.setenv("CUDA_HOME", str(toolkit))
+    cuda_torch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    from torch.utils import cpp_extension
+
+    cuda_torch.setattr(cpp_extension, "CUDA_HOME", cpp_extension.CUDA_HOME)  # restored after
+    extension = setup_module.cuda_extension(setup_module.CudaPlan())
+    assert set(extension.sources) == on_disk
 
 
 def test_older_minor_toolkit_is_used(setup_module, cuda_torch, tmp_path):

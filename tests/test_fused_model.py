@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaskip_ext import ops
-from adaskip_ext.model import CHANNELS_LAST_MAX_BATCH, SKIP_TYPES, UNetConfig, preferred_memory_format
+from adaskip_ext.model import SKIP_TYPES, UNetConfig, preferred_memory_format
 
 from conftest import build_model, perturb_, random_inputs
 
@@ -19,15 +19,44 @@ def fused_and_plain(config: UNetConfig, skip_type: str):
     return model.use_fused_ops(True), plain
 
 
-def test_fused_ops_are_on_by_default(tiny_config):
+def test_the_switch_routes_every_fused_op(tiny_config, monkeypatch):
+    """A new model runs its norms, norm+convs and bridges through ``ops`` (for every k);
+    ``use_fused_ops(False)`` runs none of them."""
+    calls = {op: 0 for op in ops.OPS}
+
+    def counting(op: str):
+        function = getattr(ops, op)
+
+        def counted(*args, **kwargs):
+            calls[op] += 1
+            return function(*args, **kwargs)
+        return counted
+
+    for op in ops.OPS:
+        monkeypatch.setattr(ops, op, counting(op))
     model = build_model(tiny_config, "interpolate")
-    assert model.fused and all(m.fused for m in model.modules() if hasattr(m, "fused"))
-    model.use_fused_ops(False)
-    assert not any(m.fused for m in model.modules() if hasattr(m, "fused"))
+    x, t = random_inputs(tiny_config)
+    with torch.no_grad():
+        for k in range(tiny_config.num_levels):
+            model(x, t, skip_levels=k)
+        assert all(calls.values()), calls
+        model.use_fused_ops(False)
+        before = dict(calls)
+        for k in range(tiny_config.num_levels):
+            model(x, t, skip_levels=k)
+    assert calls == before
 
 
-@pytest.mark.parametrize("skip_type", SKIP_TYPES)
-@pytest.mark.parametrize("backend", ["native", "reference"])
+TRITON_ON_CPU = pytest.mark.skipif(not ops.available("group_norm_silu", "triton", "cpu"),
+                                   reason="Triton runs CPU tensors only under TRITON_INTERPRET=1")
+BACKEND_CASES = [(skip_type, backend) for skip_type in SKIP_TYPES
+                 for backend in ("native", "reference")] + [
+    # The interpreter takes ~20 s a model; the interpolate skip runs all three ops.
+    pytest.param("interpolate", "triton", marks=[TRITON_ON_CPU, pytest.mark.slow]),
+]
+
+
+@pytest.mark.parametrize("skip_type,backend", BACKEND_CASES)
 def test_fused_matches_plain_for_every_k(tiny_config, skip_type, backend):
     fused, plain = fused_and_plain(tiny_config, skip_type)
     x, t = random_inputs(tiny_config)
@@ -56,13 +85,6 @@ def test_channels_last_model_matches_nchw(tiny_config, skip_type, fused_ops):
         for k in range(tiny_config.num_levels):
             torch.testing.assert_close(channels_last(x, t, skip_levels=k), model(x, t, skip_levels=k),
                                        rtol=1e-5, atol=1e-5)
-
-
-def test_preferred_memory_format():
-    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert preferred_memory_format(cuda, 1) == torch.channels_last
-    assert preferred_memory_format(cuda, CHANNELS_LAST_MAX_BATCH + 1) == torch.contiguous_format
-    assert preferred_memory_format(cpu, 1) == torch.contiguous_format
 
 
 @pytest.mark.parametrize("skip_type", ["zero", "interpolate"])

@@ -1,4 +1,6 @@
-"""The native (C++ CPU and CUDA) kernels against the pure-PyTorch reference ops.
+"""The native (C++ CPU and CUDA) kernels against the pure-PyTorch reference ops, the reference
+against float64 oracles written from the definitions, the front functions on every backend, and
+the same ValueError for the same bad call on every backend.
 
 CPU cases need the extension built by ``pip install --no-build-isolation -e .`` and fail without it;
 ``gpu`` cases run the CUDA kernels and skip without a device. Outputs are NaN-poisoned by the
@@ -6,6 +8,7 @@ extension (conftest sets ADASKIP_POISON_OUTPUTS=1), so an unwritten element fail
 """
 from __future__ import annotations
 
+import math
 import platform
 import warnings
 
@@ -117,12 +120,6 @@ def test_group_norm_silu_gradcheck_cpu():
     bias = random(6, torch.float64, seed=2).requires_grad_()
     assert torch.autograd.gradcheck(
         lambda a, w, b: torch.ops.adaskip.group_norm_silu(a, w, b, 3, 1e-6, True), (x, weight, bias))
-
-
-def test_group_norm_silu_rejects_bad_groups():
-    x = random((1, 6, 2, 2))
-    with pytest.raises(RuntimeError, match="groups \\(4\\) must divide the channel count \\(6\\)"):
-        torch.ops.adaskip.group_norm_silu(x, torch.ones(6), torch.zeros(6), 4, 1e-6, True)
 
 
 # ---- group_norm_silu_conv3x3 -------------------------------------------------------------------
@@ -313,7 +310,6 @@ def test_native_cpu_kernels_are_built():
     assert native.LOAD_ERROR is None, native.LOAD_ERROR
     for op in ops.OPS:
         assert native.has_kernel(op, "cpu")
-        assert ops.choose(op, "cpu") == "native"
 
 
 def extension_op_names() -> list[str]:
@@ -329,10 +325,7 @@ def test_cuda_kernels_are_registered_exactly_when_the_build_compiled_them():
     for op in extension_op_names():
         assert native.has_kernel(op, "cuda") == built, op
     for op in ops.OPS:
-        if built:  # measured faster than the Triton kernels (benchmarks/results/GPU.md)
-            assert ops.choose(op, "cuda") == "native", op
-        else:
-            assert ops.choose(op, "cuda") != "native", op
+        assert ops.available(op, ops.choose(op, "cuda"), "cuda"), op
 
 
 def test_cuda_tensors_on_a_cpu_only_build_warn_once_with_the_reason(monkeypatch):
@@ -347,7 +340,7 @@ def test_cuda_tensors_on_a_cpu_only_build_warn_once_with_the_reason(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ops.choose("bicubic_bridge", "cuda") != "native"
-        assert ops.choose("group_norm_silu", "cpu") == "native"
+        ops.choose("group_norm_silu", "cpu")  # CPU tensors: nothing to warn about
 
 
 CPU_KERNELS = {"x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)", "baseline x86-64"}
@@ -363,6 +356,7 @@ def test_cpu_kernels_names_the_clone_this_cpu_runs():
 
 def test_set_backend_forces_and_validates(monkeypatch):
     x, weight, bias = random((1, 4, 3, 3)), random(4, seed=1), random(4, seed=2)
+    automatic = ops.choose("group_norm_silu", "cpu")
     calls = []
     monkeypatch.setattr(reference, "group_norm_silu",
                         lambda *args: calls.append(args) or torch.zeros_like(x))
@@ -375,7 +369,7 @@ def test_set_backend_forces_and_validates(monkeypatch):
             ops.set_backend("fast")
     finally:
         ops.set_backend(None)
-    assert ops.choose("group_norm_silu", "cpu") == "native"
+    assert ops.choose("group_norm_silu", "cpu") == automatic
 
 
 def test_environment_variable_forces_backend(monkeypatch):
@@ -396,31 +390,251 @@ def test_forced_backend_that_cannot_run_is_an_error(monkeypatch):
         ops.choose("group_norm_silu", "cpu")
 
 
-def test_front_functions_match_reference_on_every_available_cpu_backend():
-    x = random((2, 8, 6, 6))
-    w8, b8 = random(8, seed=1), random(8, seed=2)
-    conv_weight, conv_bias = random((4, 8, 3, 3), seed=3, scale=0.2), random(4, seed=4)
-    proj_weight, proj_bias = random((4, 8, 1, 1), seed=5), random(4, seed=6)
-    expected = (reference.group_norm_silu(x, w8, b8, 4, 1e-6, True),
-                reference.group_norm_silu_conv3x3(x, w8, b8, conv_weight, conv_bias, 4, 1e-6,
-                                                  None, None),
-                reference.bicubic_bridge(x, 3, 3, proj_weight, proj_bias))
-    for backend in ops.BACKENDS:
-        if not ops.available("group_norm_silu", backend, "cpu"):
-            continue
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("memory_format", [NCHW, CL], ids=["nchw", "cl"])
+@pytest.mark.parametrize("backend", [None, *ops.BACKENDS], ids=lambda b: b or "automatic")
+def test_front_functions_match_reference(device, memory_format, backend):
+    """Each front function, on the backend it chooses by itself and on each one forced, against
+    the float64 reference, at odd sizes (C = 12 in 3 groups, 5 x 7 images, C_out = 10)."""
+    if backend is not None and not ops.available("group_norm_silu", backend, device):
+        pytest.skip(f"{backend} cannot run {device} tensors here")
+    x = random((2, 12, 5, 7), device=device, memory_format=memory_format)
+    w12, b12 = random(12, seed=1, device=device), random(12, seed=2, device=device)
+    conv_weight = random((10, 12, 3, 3), seed=3, scale=0.2, device=device)
+    conv_bias, add = random(10, seed=4, device=device), random((2, 10), seed=5, device=device)
+    residual = random((2, 10, 5, 7), seed=6, device=device)
+    proj_weight, proj_bias = random((10, 12, 1, 1), seed=7, device=device), random(10, seed=8,
+                                                                                   device=device)
+    conv_args = (x, w12, b12, conv_weight, conv_bias, 3, 1e-6, add, residual)
+    calls = {
+        "group_norm_silu": (x, w12, b12, 3, 1e-6, True),
+        "group_norm_silu_conv3x3": conv_args,
+        "bicubic_bridge": (x, 3, 9, proj_weight, proj_bias),
+    }
+    try:
+        ops.set_backend(backend)
+        for op, args in calls.items():
+            assert ops.available(op, ops.choose(op, device), device), op
+            actual = getattr(ops, op)(*args)
+            assert_layout(actual, x)
+            assert_close(actual, getattr(reference, op)(*in_double(*args)), torch.float32)
+    finally:
+        ops.set_backend(None)
+
+
+# ---- the reference against independent oracles ------------------------------------------------
+
+def group_norm_oracle(x, weight, bias, groups, eps):
+    """GroupNorm in float64 from its definition: biased variance over each (n, g) group."""
+    n, c, h, w = x.shape
+    xg = x.double().reshape(n, groups, -1)
+    mean = xg.mean(-1, keepdim=True)
+    var = ((xg - mean) ** 2).mean(-1, keepdim=True)
+    y = ((xg - mean) / torch.sqrt(var + eps)).reshape(n, c, h, w)
+    return y * weight.double()[:, None, None] + bias.double()[:, None, None]
+
+
+def silu_oracle(y):
+    return y / (1.0 + torch.exp(-y))
+
+
+def keys_cubic_matrix(in_size, out_size):
+    """(out_size, in_size) float64 matrix of PyTorch's bicubic resize along one axis: Keys' cubic
+    (A = -0.75) at distances t + 1, t, 1 - t, 2 - t from source (dst + 0.5) * in/out - 0.5,
+    taps clamped to the image."""
+    a = -0.75
+    m = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for dst in range(out_size):
+        src = (dst + 0.5) * in_size / out_size - 0.5
+        base = math.floor(src)
+        for k in range(-1, 3):
+            d = abs(src - (base + k))
+            weight = ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else \
+                ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+            m[dst, min(max(base + k, 0), in_size - 1)] += weight
+    return m
+
+
+def bicubic_oracle(x, out_h, out_w):
+    rows, cols = keys_cubic_matrix(x.shape[2], out_h), keys_cubic_matrix(x.shape[3], out_w)
+    return torch.einsum("yh,nchw,xw->ncyx", rows, x.double(), cols)
+
+
+@pytest.mark.parametrize("memory_format", [NCHW, CL], ids=["nchw", "cl"])
+@pytest.mark.parametrize("shape,groups", GN_SHAPES)
+def test_reference_group_norm_silu_matches_a_float64_oracle(memory_format, shape, groups):
+    """float64 exactly; float32 as torch's float32 GroupNorm computes it, whose rounding the
+    one-element groups (3, 8, 1, 1) amplify by rstd = 1/sqrt(eps) = 1000: ~1e-4, hence the
+    bf16-like margin; the kernels are judged against the float64 reference instead."""
+    weight, bias = random(shape[1], seed=1), random(shape[1], seed=2)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        x = random(shape, dtype, memory_format=memory_format, scale=3.0, offset=2.0)
+        norm = group_norm_oracle(x, weight, bias, groups, 1e-6)
+        for silu, expected in ((False, norm), (True, silu_oracle(norm))):
+            y = reference.group_norm_silu(x, weight, bias, groups, 1e-6, silu)
+            assert y.dtype == dtype
+            assert_layout(y, x)
+            assert_close(y, expected, torch.bfloat16 if dtype == torch.float32 else dtype)
+
+
+@pytest.mark.parametrize("memory_format", [NCHW, CL], ids=["nchw", "cl"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_reference_conv3x3_matches_a_float64_oracle(memory_format, case):
+    """Against the 3x3 conv written as nine shifted products of the zero-padded activation."""
+    n, c_in, c_out, h, w, groups = case
+    for dtype in (torch.float64, torch.float32):
+        x = random((n, c_in, h, w), dtype, memory_format=memory_format)
+        gn_weight, gn_bias = random(c_in, seed=1), random(c_in, seed=2)
+        conv_weight = random((c_out, c_in, 3, 3), dtype, seed=3, scale=0.2)
+        conv_bias, add = random(c_out, dtype, seed=4), random((n, c_out), dtype, seed=5)
+        residual = random((n, c_out, h, w), dtype, seed=6)
+        padded = F.pad(silu_oracle(group_norm_oracle(x, gn_weight, gn_bias, groups, 1e-6)),
+                       (1, 1, 1, 1))
+        expected = sum(torch.einsum("oc,nchw->nohw", conv_weight.double()[:, :, i, j],
+                                    padded[:, :, i:i + h, j:j + w])
+                       for i in range(3) for j in range(3))
+        expected = expected + (conv_bias.double()[:, None, None] + add.double()[:, :, None, None]
+                               + residual.double())
+        y = reference.group_norm_silu_conv3x3(x, gn_weight, gn_bias, conv_weight, conv_bias,
+                                              groups, 1e-6, add, residual)
+        assert y.dtype == dtype
+        assert_layout(y, x)
+        assert_close(y, expected, dtype)
+
+
+@pytest.mark.parametrize("memory_format", [NCHW, CL], ids=["nchw", "cl"])
+@pytest.mark.parametrize("sizes", RESIZE_CASES, ids=lambda s: f"{s[0]}to{s[1]}")
+def test_reference_bicubic_matches_the_keys_cubic_oracle(memory_format, sizes):
+    (h, w), (out_h, out_w) = sizes
+    proj_weight, proj_bias = random((3, 5, 1, 1), seed=1), random(3, seed=2)
+    for dtype in (torch.float64, torch.float32):
+        x = random((2, 5, h, w), dtype, memory_format=memory_format)
+        resized = bicubic_oracle(x, out_h, out_w)
+        projected = torch.einsum("oc,nchw->nohw", proj_weight.double()[:, :, 0, 0], resized)
+        for y, expected in (
+                (reference.bicubic_resize(x, out_h, out_w), resized),
+                (reference.bicubic_bridge(x, out_h, out_w, proj_weight, proj_bias),
+                 projected + proj_bias.double()[:, None, None])):
+            assert y.dtype == dtype
+            assert_layout(y, x)
+            assert_close(y, expected, dtype)
+
+
+# ---- bad arguments: ValueError on every backend --------------------------------------------------
+
+def gn_call(device, x_shape=(2, 6, 5, 7), channels=6, groups=3, bias_channels=None,
+            dtype=torch.float32):
+    x = random(x_shape, device=device).to(dtype)
+    return (x, random(channels, seed=1, device=device),
+            random(bias_channels or channels, seed=2, device=device), groups, 1e-6, True)
+
+
+def conv_call(device, x_shape=(2, 6, 5, 7), gn_channels=6, groups=3, conv_shape=(4, 6, 3, 3),
+              bias_channels=4, add_shape=None, residual_shape=None):
+    optional = [random(shape, seed=5, device=device) if shape else None
+                for shape in (add_shape, residual_shape)]
+    return (random(x_shape, device=device), random(gn_channels, seed=1, device=device),
+            random(gn_channels, seed=2, device=device),
+            random(conv_shape, seed=3, device=device), random(bias_channels, seed=4, device=device),
+            groups, 1e-6, *optional)
+
+
+def bridge_call(device, x_shape=(2, 6, 5, 7), out_size=(3, 4), proj_shape=(4, 6, 1, 1),
+                bias_channels=4):
+    return (random(x_shape, device=device), *out_size, random(proj_shape, seed=1, device=device),
+            random(bias_channels, seed=2, device=device))
+
+
+BAD_CALLS = [  # (op, arguments for a device, what the error says)
+    ("group_norm_silu", lambda d: gn_call(d, channels=5), r"weight must have shape \(6\)"),
+    ("group_norm_silu", lambda d: gn_call(d, bias_channels=12), r"bias must have shape \(6\)"),
+    ("group_norm_silu", lambda d: gn_call(d, groups=4),
+     r"groups \(4\) must divide the channel count \(6\)"),
+    ("group_norm_silu", lambda d: gn_call(d, groups=0), r"groups \(0\) must divide"),
+    ("group_norm_silu", lambda d: gn_call(d, x_shape=(6, 5, 7)), "x must be 4-D"),
+    ("group_norm_silu", lambda d: gn_call(d, dtype=torch.int32), "x must be floating point"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, conv_shape=(4, 5, 3, 3)),
+     r"conv_weight must have shape \(C_out, 6, 3, 3\)"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, conv_shape=(4, 6, 1, 1)),
+     r"conv_weight must have shape \(C_out, 6, 3, 3\)"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, bias_channels=6),
+     r"conv_bias must have shape \(4\)"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, add_shape=(2, 6)),
+     r"add must have shape \(2, 4\)"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, residual_shape=(2, 4, 5, 6)),
+     r"residual must have shape \(2, 4, 5, 7\)"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, groups=4), r"groups \(4\) must divide"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, gn_channels=4),
+     r"weight must have shape \(6\)"),
+    ("group_norm_silu_conv3x3", lambda d: conv_call(d, x_shape=(2, 6, 5)), "x must be 4-D"),
+    ("bicubic_bridge", lambda d: bridge_call(d, proj_shape=(4, 5, 1, 1)),
+     r"proj_weight must have shape \(C_out, 6, 1, 1\)"),
+    ("bicubic_bridge", lambda d: bridge_call(d, proj_shape=(4, 6, 3, 3)),
+     r"proj_weight must have shape \(C_out, 6, 1, 1\)"),
+    ("bicubic_bridge", lambda d: bridge_call(d, bias_channels=6),
+     r"proj_bias must have shape \(4\)"),
+    ("bicubic_bridge", lambda d: bridge_call(d, out_size=(0, 4)), "out_h and out_w must be positive"),
+    ("bicubic_bridge", lambda d: bridge_call(d, x_shape=(2, 6, 0, 7)),
+     "x must have a non-empty image"),
+    ("bicubic_bridge", lambda d: bridge_call(d, x_shape=(6, 5, 7)), "x must be 4-D"),
+    ("bicubic_resize", lambda d: (random((2, 6, 5, 7), device=d), 3, 0),
+     "out_h and out_w must be positive"),
+    ("bicubic_resize", lambda d: (random((2, 6, 5, 0), device=d), 3, 3),
+     "x must have a non-empty image"),
+    ("bicubic_resize", lambda d: (random((5, 7), device=d), 3, 3), "x must be 4-D"),
+]
+
+
+def bad_call_cases() -> list:
+    """Every bad call on every backend that has the op, on CPU tensors and (gpu) CUDA ones."""
+    cases = []
+    for device in DEVICES:
+        for backend in ops.BACKENDS:
+            for index, (op, make_args, message) in enumerate(BAD_CALLS):
+                if backend == "triton" and op not in ops.OPS:
+                    continue  # bicubic_resize has no Triton kernel of its own
+                marks = list(device.marks)
+                if backend == "triton" and device.values[0] == "cpu":
+                    marks = TRITON_DEVICES[0].marks
+                cases.append(pytest.param(device.values[0], backend, op, make_args, message,
+                                          id=f"{device.id}-{backend}-{op}-{index}", marks=marks))
+    return cases
+
+
+def backend_entry(backend: str, op: str):
+    """The function or op that runs ``op`` on ``backend`` itself, not through the front."""
+    if backend == "reference":
+        return getattr(reference, op)
+    return getattr(torch.ops.adaskip, op if backend == "native" else f"{op}_triton")
+
+
+@pytest.mark.parametrize("device,backend,op,make_args,message", bad_call_cases())
+def test_bad_arguments_raise_value_error_on_every_backend(device, backend, op, make_args, message):
+    args = make_args(device)
+    with pytest.raises(ValueError, match=message):
+        backend_entry(backend, op)(*args)
+    if op in ops.OPS:  # and the same through the front function, with the backend forced
         try:
             ops.set_backend(backend)
-            actual = (ops.group_norm_silu(x, w8, b8, 4, 1e-6),
-                      ops.group_norm_silu_conv3x3(x, w8, b8, conv_weight, conv_bias, 4, 1e-6),
-                      ops.bicubic_bridge(x, 3, 3, proj_weight, proj_bias))
+            with pytest.raises(ValueError, match=message):
+                getattr(ops, op)(*args)
         finally:
             ops.set_backend(None)
-        for a, e in zip(actual, expected):
-            assert_close(a, e, torch.float32)
 
 
-def test_reference_matches_the_plain_torch_composition():
-    x = random((2, 8, 6, 6))
-    weight, bias = random(8, seed=1), random(8, seed=2)
-    expected = F.silu(F.group_norm(x, 4, weight, bias, 1e-6))
-    assert torch.equal(reference.group_norm_silu(x, weight, bias, 4, 1e-6, True), expected)
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("backend", ops.BACKENDS)
+def test_weights_on_another_device_raise_value_error(backend):
+    cases = [
+        ("group_norm_silu", gn_call("cpu"), "weight and bias must be on x's device"),
+        ("group_norm_silu_conv3x3", conv_call("cpu", add_shape=(2, 4)),
+         "conv_weight, conv_bias, add and residual must be on x's device"),
+        ("bicubic_bridge", bridge_call("cpu"), "proj_weight and proj_bias must be on x's device"),
+    ]
+    for op, args, message in cases:
+        args = (args[0].cuda(), *args[1:])  # x alone on the GPU
+        if op == "group_norm_silu_conv3x3":  # the GroupNorm's parameters too: the conv's are left
+            args = (*args[:1], args[1].cuda(), args[2].cuda(), *args[3:])
+        with pytest.raises(ValueError, match=message):
+            backend_entry(backend, op)(*args)

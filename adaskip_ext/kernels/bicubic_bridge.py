@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from ..tensor_layout import memory_format_of
-
+from .checks import check_bridge
 from .tiles import gemm_tile_config, pixel_channel_tile
 
 _A = tl.constexpr(-0.75)  # ATen's bicubic (Keys) coefficient, non-antialiased path
@@ -121,12 +121,9 @@ def bicubic_bridge(
     proj_bias: (C_out,). Returns (N, C_out, out_h, out_w) in x's dtype and memory format, or
     writes ``out`` (that shape and dtype, any strides) and returns it.
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must be (N, C_in, H, W), got shape {tuple(x.shape)}")
+    check_bridge(x, out_h, out_w, proj_weight, proj_bias)
     batch, c_in, height, width = x.shape
     c_out = proj_weight.size(0)
-    if proj_weight.shape != (c_out, c_in, 1, 1) or proj_bias.shape != (c_out,):
-        raise ValueError(f"proj_weight must be ({c_out}, {c_in}, 1, 1) and proj_bias ({c_out},)")
     y_shape = (batch, c_out, out_h, out_w)
     if out is None:
         out = torch.empty(y_shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ..tensor_layout import memory_format_of
-
+from .checks import check_conv3x3, check_group_norm
 from .group_norm_silu import group_norm_affine
 from .tiles import gemm_tile_config, pixel_channel_tile
 
@@ -89,30 +89,6 @@ def _gn_silu_conv3x3_kernel(
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def _check_shapes(
-    x: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor,
-    add: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    out: torch.Tensor | None,
-) -> None:
-    """Raise ValueError unless the shapes fit group_norm_silu_conv3x3's docstring."""
-    if x.dim() != 4:
-        raise ValueError(f"x must be (N, C_in, H, W), got shape {tuple(x.shape)}")
-    batch, c_in, height, width = x.shape
-    c_out = conv_weight.size(0)
-    if conv_weight.shape != (c_out, c_in, 3, 3) or conv_bias.shape != (c_out,):
-        raise ValueError(f"conv_weight must be ({c_out}, {c_in}, 3, 3) and conv_bias ({c_out},)")
-    if add is not None and add.shape != (batch, c_out):
-        raise ValueError(f"add must be ({batch}, {c_out}), got {tuple(add.shape)}")
-    y_shape = (batch, c_out, height, width)
-    if residual is not None and residual.shape != y_shape:
-        raise ValueError(f"residual must be {y_shape}, got {tuple(residual.shape)}")
-    if out is not None and (out.shape != y_shape or out.dtype != x.dtype):
-        raise ValueError(f"out must be {y_shape} of dtype {x.dtype}")
-
-
 def group_norm_silu_conv3x3(
     x: torch.Tensor,
     gn_weight: torch.Tensor,
@@ -132,14 +108,16 @@ def group_norm_silu_conv3x3(
     residual: (N, C_out, H, W) in any layout, or None. Returns (N, C_out, H, W) in x's dtype and
     memory format, or writes ``out`` (that shape and dtype, any strides) and returns it.
     """
-    _check_shapes(x, conv_weight, conv_bias, add, residual, out)
+    check_group_norm(x, gn_weight, gn_bias, groups)
+    check_conv3x3(x, conv_weight, conv_bias, add, residual)
     batch, c_in, height, width = x.shape
     c_out = conv_weight.size(0)
+    y_shape = (batch, c_out, height, width)
     if out is None:
-        out = torch.empty(
-            (batch, c_out, height, width), dtype=x.dtype, device=x.device,
-            memory_format=memory_format_of(x),
-        )
+        out = torch.empty(y_shape, dtype=x.dtype, device=x.device,
+                          memory_format=memory_format_of(x))
+    elif out.shape != y_shape or out.dtype != x.dtype:
+        raise ValueError(f"out must be {y_shape} of dtype {x.dtype}")
     if out.numel() == 0:
         return out
     scale, shift = group_norm_affine(x, gn_weight, gn_bias, groups, eps)

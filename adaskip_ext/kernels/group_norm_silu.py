@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from ..tensor_layout import memory_format_of
+from .checks import check_group_norm
 
 
 @triton.jit
@@ -140,17 +141,6 @@ def _launch_config(group_numel: int) -> tuple[int, int]:
     return block, 4 if block <= 1024 else 8
 
 
-def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> None:
-    """Raise ValueError unless x is (N, C, H, W) with C divisible by groups and weight, bias are (C,)."""
-    if x.dim() != 4:
-        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
-    channels = x.size(1)
-    if channels % groups != 0:
-        raise ValueError(f"C={channels} is not divisible by groups={groups}")
-    if weight.shape != (channels,) or bias.shape != (channels,):
-        raise ValueError(f"weight and bias must be ({channels},)")
-
-
 def group_norm_silu(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -166,7 +156,7 @@ def group_norm_silu(
     weight, bias: (C,). Returns (N, C, H, W) in x's dtype and memory format, or writes ``out``
     (same shape and dtype, NCHW-contiguous or channels_last) and returns it.
     """
-    _check_inputs(x, weight, bias, groups)
+    check_group_norm(x, weight, bias, groups)
     x = _standard_layout(x)
     if out is None:
         out = torch.empty_like(x, memory_format=memory_format_of(x))
@@ -196,7 +186,7 @@ def group_norm_affine(
     x: (N, C, H, W), NCHW or channels_last (other strides are copied); weight, bias: (C,).
     scale = rstd[n, g]*weight[c], shift = bias[c] − scale*mean[n, g], as PyTorch computes them.
     """
-    _check_inputs(x, weight, bias, groups)
+    check_group_norm(x, weight, bias, groups)
     x = _standard_layout(x)
     batch, channels, height, width = x.shape
     scale = torch.empty((batch, channels), dtype=torch.float32, device=x.device)

@@ -2,6 +2,7 @@
 
 Each call runs on the backend ``backend.choose`` picks for the op and the tensors' device
 (``native`` C++/CUDA extension, ``triton``, or the plain-PyTorch ``reference`` that defines it).
+A bad argument (a shape, a group count, a device) raises ValueError on every backend.
 """
 from __future__ import annotations
 

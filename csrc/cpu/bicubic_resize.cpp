@@ -312,10 +312,8 @@ at::ScalarType compute_type(const at::Tensor& x) {
 }
 
 at::Tensor bicubic_resize_cpu(const at::Tensor& x, int64_t out_h, int64_t out_w) {
-  check_image(x, "x");
-  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor, got ", x.device());
-  TORCH_CHECK(out_h > 0 && out_w > 0, "out_h and out_w must be positive, got ", out_h, "x", out_w);
-  TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0, "x must have a non-empty image, got ", x.sizes());
+  check_resize(x, "x", out_h, out_w, "out_h and out_w");
+  TORCH_CHECK_VALUE(x.device().is_cpu(), "x must be a CPU tensor, got ", x.device());
   const int64_t batch = x.size(0), channels = x.size(1), in_h = x.size(2), in_w = x.size(3);
   const at::MemoryFormat format = layout_of(x);
   if (in_h == out_h && in_w == out_w) return x.clone(format);
@@ -337,12 +335,9 @@ at::Tensor bicubic_resize_cpu(const at::Tensor& x, int64_t out_h, int64_t out_w)
 }
 
 at::Tensor bicubic_resize_backward_cpu(const at::Tensor& grad_out, int64_t in_h, int64_t in_w) {
-  check_image(grad_out, "grad_out");
-  TORCH_CHECK(grad_out.device().is_cpu(), "grad_out must be a CPU tensor, got ",
-              grad_out.device());
-  TORCH_CHECK(in_h > 0 && in_w > 0, "in_h and in_w must be positive, got ", in_h, "x", in_w);
-  TORCH_CHECK(grad_out.size(2) > 0 && grad_out.size(3) > 0,
-              "grad_out must have a non-empty image, got ", grad_out.sizes());
+  check_resize(grad_out, "grad_out", in_h, in_w, "in_h and in_w");
+  TORCH_CHECK_VALUE(grad_out.device().is_cpu(), "grad_out must be a CPU tensor, got ",
+                    grad_out.device());
   const int64_t batch = grad_out.size(0), channels = grad_out.size(1);
   const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
   const at::MemoryFormat format = layout_of(grad_out);

@@ -421,7 +421,7 @@ at::Tensor in_kernel_layout(const at::Tensor& x) {
 at::Tensor group_norm_silu_cpu(const at::Tensor& input, const at::Tensor& weight,
                                const at::Tensor& bias, int64_t groups, double eps, bool silu) {
   check_group_norm(input, weight, bias, groups);
-  TORCH_CHECK(input.device().is_cpu(), "x must be a CPU tensor for this kernel");
+  TORCH_CHECK_VALUE(input.device().is_cpu(), "x must be a CPU tensor, got ", input.device());
   const at::Tensor x = in_kernel_layout(input);
   at::Tensor y = new_output(x.sizes(), x.options(), layout_of(x));
   if (x.numel() == 0) return y;
@@ -468,8 +468,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_silu_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& bias, int64_t groups, double eps, bool silu) {
   check_group_norm(input, weight, bias, groups);
-  TORCH_CHECK(grad_out.sizes() == input.sizes(), "grad_out must have x's shape ", input.sizes(),
-              ", got ", grad_out.sizes());
+  TORCH_CHECK_VALUE(grad_out.sizes() == input.sizes(), "grad_out must have x's shape ",
+                    input.sizes(), ", got ", grad_out.sizes());
   const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor x = input.to(acc).contiguous();
   const at::Tensor dy = grad_out.to(acc).contiguous();

@@ -155,16 +155,13 @@ unsigned blocks_for(int64_t total) {
 }
 
 at::Tensor bicubic_resize_cuda(const at::Tensor& x_in, int64_t out_h, int64_t out_w) {
-  check_image(x_in, "x");
-  TORCH_CHECK(x_in.is_cuda(), "x must be a CUDA tensor, got ", x_in.device());
-  TORCH_CHECK(out_h > 0 && out_w > 0, "out_h and out_w must be positive, got (", out_h, ", ",
-              out_w, ")");
+  check_resize(x_in, "x", out_h, out_w, "out_h and out_w");
+  TORCH_CHECK_VALUE(x_in.is_cuda(), "x must be a CUDA tensor, got ", x_in.device());
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::MemoryFormat layout = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(layout);
   at::Tensor out = new_output({x.size(0), x.size(1), out_h, out_w}, x.options(), layout);
   if (out.numel() == 0) return out;
-  TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0, "x must have a non-empty H and W, got ", x.sizes());
   // Same size is a copy, as in ATen (the weights would be exactly (0, 1, 0, 0), but 0 * inf = nan).
   if (x.size(2) == out_h && x.size(3) == out_w) return out.copy_(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bicubic_resize_cuda", [&] {
@@ -182,11 +179,9 @@ at::Tensor bicubic_resize_cuda(const at::Tensor& x_in, int64_t out_h, int64_t ou
 
 at::Tensor bicubic_resize_backward_cuda(const at::Tensor& grad_out_in, int64_t in_h,
                                         int64_t in_w) {
-  check_image(grad_out_in, "grad_out");
-  TORCH_CHECK(grad_out_in.is_cuda(), "grad_out must be a CUDA tensor, got ",
-              grad_out_in.device());
-  TORCH_CHECK(in_h > 0 && in_w > 0, "in_h and in_w must be positive, got (", in_h, ", ", in_w,
-              ")");
+  check_resize(grad_out_in, "grad_out", in_h, in_w, "in_h and in_w");
+  TORCH_CHECK_VALUE(grad_out_in.is_cuda(), "grad_out must be a CUDA tensor, got ",
+                    grad_out_in.device());
   const c10::cuda::CUDAGuard device_guard(grad_out_in.device());
   const at::MemoryFormat layout = layout_of(grad_out_in);
   const at::Tensor grad_out = grad_out_in.contiguous(layout);

@@ -327,11 +327,12 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out,
 void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                   int64_t groups) {
   check_group_norm(x, weight, bias, groups);
-  TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
-  TORCH_CHECK(weight.scalar_type() == bias.scalar_type() &&
-                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == x.scalar_type()),
-              "weight and bias must both be float32 or x's dtype (", x.scalar_type(), "), got ",
-              weight.scalar_type(), " and ", bias.scalar_type());
+  TORCH_CHECK_VALUE(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
+  TORCH_CHECK_VALUE(
+      weight.scalar_type() == bias.scalar_type() &&
+          (weight.scalar_type() == at::kFloat || weight.scalar_type() == x.scalar_type()),
+      "weight and bias must both be float32 or x's dtype (", x.scalar_type(), "), got ",
+      weight.scalar_type(), " and ", bias.scalar_type());
 }
 
 Geometry geometry_of(const at::Tensor& x, at::MemoryFormat layout, int64_t groups) {
@@ -452,12 +453,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_silu_backward_cuda(
     const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& weight_in,
     const at::Tensor& bias_in, int64_t groups, double eps, bool silu) {
   check_inputs(x_in, weight_in, bias_in, groups);
-  TORCH_CHECK(grad_out_in.sizes() == x_in.sizes(), "grad_out must have x's shape ", x_in.sizes(),
-              ", got ", grad_out_in.sizes());
-  TORCH_CHECK(grad_out_in.scalar_type() == x_in.scalar_type(), "grad_out must have x's dtype (",
-              x_in.scalar_type(), "), got ", grad_out_in.scalar_type());
-  TORCH_CHECK(grad_out_in.device() == x_in.device(), "grad_out must be on x's device (",
-              x_in.device(), ")");
+  TORCH_CHECK_VALUE(grad_out_in.sizes() == x_in.sizes(), "grad_out must have x's shape ",
+                    x_in.sizes(), ", got ", grad_out_in.sizes());
+  TORCH_CHECK_VALUE(grad_out_in.scalar_type() == x_in.scalar_type(),
+                    "grad_out must have x's dtype (", x_in.scalar_type(), "), got ",
+                    grad_out_in.scalar_type());
+  TORCH_CHECK_VALUE(grad_out_in.device() == x_in.device(), "grad_out must be on x's device (",
+                    x_in.device(), ")");
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::MemoryFormat layout = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(layout);
