@@ -1,18 +1,20 @@
 """``python -m adaskip_ext.info [PATH]``: what kernels this install has and what each op runs on,
-then, given PATH, a readable summary of a checkpoint in any format we read."""
+then, given PATH, a readable summary of a checkpoint in any format we read, from its metadata and
+its weights' shapes (the header, where the format has one): the model is not built."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from . import cli, ops
-from .checkpoints import checkpoint_format, load_model
+from .checkpoints.loading import Checkpoint, inspect_checkpoint
 from .diffusion import DiffusionConfig
 from .io_utils import UserFacingError
-from .model import AdaptiveUNet
+from .model import UNetConfig
 from .sampling.plan import time_sequence
 from .schedule import SkipSchedule
 
@@ -27,9 +29,8 @@ def _yes_no(value: object) -> str:
     return "unknown" if value is None else ("yes" if value else "no")
 
 
-def describe_model(model: AdaptiveUNet) -> str:
+def describe_model(c: UNetConfig) -> str:
     """One line: levels, channels, blocks, attention, image size."""
-    c = model.config
     attention = ", ".join(f"{r}×{r}" for r in c.attn_resolutions) or "none"
     blocks = "block" if c.num_res_blocks == 1 else "blocks"
     return (f"{c.num_levels} levels, ch {c.ch} × {c.ch_mult}, {c.num_res_blocks} res {blocks} per "
@@ -38,13 +39,14 @@ def describe_model(model: AdaptiveUNet) -> str:
             f"dropout {c.dropout:g}")
 
 
-def summary(path: Path, model: AdaptiveUNet, steps: int, time_seq: str) -> list[tuple[str, str]]:
-    """(label, value) rows describing the loaded checkpoint at ``path``."""
-    metadata = model.metadata
+def summary(path: Path, checkpoint: Checkpoint, steps: int, time_seq: str) -> list[tuple[str, str]]:
+    """(label, value) rows describing the checkpoint at ``path``: its metadata, and parameter
+    counts from the weights' shapes (the model has no buffers; it is never built)."""
+    metadata = checkpoint.metadata
     diffusion = DiffusionConfig.from_dict(metadata.get("diffusion", DiffusionConfig().to_dict()))
     schedule_meta = metadata.get("schedule", {})
     c = float(schedule_meta.get("c", 0.0))
-    kind = checkpoint_format(path)
+    kind = checkpoint.format
     format_name = FORMAT_NAMES[kind]
     if kind == "adaskip":
         format_name += f" (format version {metadata['format_version']})"
@@ -54,18 +56,19 @@ def summary(path: Path, model: AdaptiveUNet, steps: int, time_seq: str) -> list[
     if kind == "torch":
         rows.append(("contents", str(metadata["converted_from"])))
 
-    total = sum(p.numel() for p in model.parameters())
-    bridges = sum(p.numel() for n, p in model.named_parameters() if n.startswith("bridges."))
+    sizes = {name: math.prod(shape) for name, shape in checkpoint.weights.shapes.items()}
+    total = sum(sizes.values())
+    bridges = sum(size for name, size in sizes.items() if name.startswith("bridges."))
     parameters = f"{total:,}" + (f" (of which bridges {bridges:,})" if bridges else "")
     try:
         timesteps = time_sequence(time_seq, steps, diffusion.num_timesteps)
     except ValueError as error:
         raise UserFacingError(f"--steps: {error}") from None
-    shares = SkipSchedule(model.num_levels, c).shares(timesteps, diffusion.num_timesteps)
+    shares = SkipSchedule(checkpoint.config.num_levels, c).shares(timesteps, diffusion.num_timesteps)
     rows += [
-        ("model", describe_model(model)),
+        ("model", describe_model(checkpoint.config)),
         ("parameters", parameters),
-        ("skip type", model.skip_type),
+        ("skip type", checkpoint.skip_type),
         ("diffusion", f"T = {diffusion.num_timesteps}, {diffusion.beta_schedule} betas "
                       f"{diffusion.beta_start:g} … {diffusion.beta_end:g}, variance {diffusion.variance_type}"),
         ("schedule", f"c = {c:g}, t = {schedule_meta.get('normalisation', 'unknown')}"),
@@ -157,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserFacingError(str(error)) from None
     if args.path is not None:
         path = Path(args.path)
-        model = load_model(path, resolution=args.resolution)
-        print_rows(summary(path, model, args.steps, args.time_seq))
+        checkpoint = inspect_checkpoint(path, resolution=args.resolution)
+        print_rows(summary(path, checkpoint, args.steps, args.time_seq))
         print()
     print_rows(rows)
     return 0

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ from adaskip_ext.checkpoints import build_metadata
 from adaskip_ext.checkpoints.ddim_format import infer_ddim_config
 from adaskip_ext.checkpoints.diffusers_format import (config_from_diffusers, diffusers_config, diffusers_name,
                                           save_diffusers, to_diffusers_state_dict)
-from adaskip_ext.io_utils import UserFacingError
+from adaskip_ext.io_utils import MissingFileError, UserFacingError
 from conftest import perturb_
 
 TIMESTEPS = torch.tensor([0, 999, 417])
@@ -467,3 +471,91 @@ def test_google_ddpm_cifar10_layout() -> None:
     for name, value in ours.items():
         target = theirs[diffusers_name(name, config.num_levels)]
         assert value.numel() == target.numel() and value.shape[:2] == target.shape[:2], name
+
+
+def test_a_missing_file_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file") as error:
+        load_model(tmp_path / "nowhere.safetensors")
+    assert isinstance(error.value, ValueError) and isinstance(error.value, MissingFileError)
+    one_line_error(error, "nowhere.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# crafted files: what a file declares is checked against what it holds before anything is built
+
+TESTS = Path(__file__).resolve().parent
+# 93 G parameters (372 GB in float32), declared by files of a few kB.
+HUGE = UNetConfig(ch=2048, ch_mult=(1, 2, 4, 8), num_res_blocks=4)
+
+
+def _huge_declaration(tmp_path: Path, kind: str) -> Path:
+    """A small file (or folder) whose declared or inferred model is HUGE."""
+    if kind == "own":
+        path = tmp_path / "huge.safetensors"
+        metadata = {"format_version": 1, "model": HUGE.to_dict(), "skip_type": "zero",
+                    "diffusion": DiffusionConfig().to_dict()}
+        save_file({"conv_in.weight": torch.zeros(1)}, str(path), metadata={"adaskip": json.dumps(metadata)})
+        return path
+    if kind == "diffusers":
+        path = tmp_path / "huge-unet"
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(diffusers_config(HUGE)))
+        with torch.device("meta"):  # every weight the config names, each of one element
+            names = [diffusers_name(name, HUGE.num_levels) for name in AdaptiveUNet(HUGE).state_dict()]
+        save_file({name: torch.zeros(1) for name in names},
+                  str(path / "diffusion_pytorch_model.safetensors"))
+        return path
+    path = tmp_path / "huge.ckpt"
+    if kind == "ddim":  # only the weights the config is inferred from, as 1×1 kernels
+        levels = [HUGE.ch * m for m in HUGE.ch_mult]
+        state = {"conv_in.weight": torch.zeros(HUGE.ch, 3, 1, 1),
+                 "conv_out.weight": torch.zeros(3, HUGE.ch, 1, 1),
+                 **{f"down.{i}.block.0.conv1.weight": torch.zeros(c, 1, 1, 1) for i, c in enumerate(levels)},
+                 **{f"down.0.block.{j}.conv1.weight": torch.zeros(HUGE.ch, 1, 1, 1)
+                    for j in range(1, HUGE.num_res_blocks)}}
+    else:  # every weight at its full shape, each a broadcast view of one stored zero
+        with torch.device("meta"):
+            shapes = {name: value.shape for name, value in AdaptiveUNet(HUGE).state_dict().items()}
+        state = {name: torch.zeros(()).expand(shape) for name, shape in shapes.items()}
+    torch.save(state, path)
+    return path
+
+
+# Imports first (torch alone maps gigabytes of address space), then at most 2 GB more.
+LIMITED = """
+import resource, sys
+from adaskip_ext import cli
+from adaskip_ext.checkpoints import load_model
+from adaskip_ext.info import main as info
+from adaskip_ext.sampling.command import main as sample
+
+def load(argv):
+    load_model(argv[0])
+    return 0
+
+with open("/proc/self/statm") as statm:
+    mapped = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 2 * 2**30, resource.RLIM_INFINITY))
+cli.run({"load_model": load, "info": info, "sample": sample}[sys.argv[1]], sys.argv[2:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+@pytest.mark.parametrize("kind, entry", [
+    ("own", "load_model"), ("own", "sample"), ("own", "info"),
+    ("diffusers", "info"), ("ddim", "load_model"), ("ddim-broadcast", "sample"),
+])
+def test_a_huge_declared_model_is_refused_before_allocation(tmp_path: Path, kind: str, entry: str) -> None:
+    path = _huge_declaration(tmp_path, kind)
+    argv = {"load_model": [path], "info": [path],
+            "sample": ["--checkpoint", path, "--device", "cpu", "--steps", "1", "--num-samples", "1",
+                       "--out", tmp_path / "out"]}[entry]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", LIMITED, entry, *map(str, argv)], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=TESTS)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), result.stderr
+    assert elapsed < 60 and not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .readers import DEFAULT_RESOLUTION, ForeignCheckpoint, tensor_dict, torch_load
+from .readers import DEFAULT_RESOLUTION, ForeignCheckpoint, StoredWeights, tensor_dict, torch_load
 from ..diffusion import DiffusionConfig
 from ..io_utils import UserFacingError
 from ..model import UNetConfig
@@ -67,7 +67,12 @@ def infer_ddim_config(state: dict[str, torch.Tensor], resolution: int | None,
         if not levels or not num_res_blocks:
             raise ValueError("no down.{i}.block.{j} weights")
         ch = conv_in.shape[0]
-        level_channels = [state[f"down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
+        if not ch:
+            raise ValueError("conv_in has no output channels")
+        level_weights = [state[f"down.{i}.block.0.conv1.weight"] for i in range(levels)]
+        if any(weight.dim() != 4 for weight in level_weights):
+            raise ValueError("a down.{i}.block.0.conv1 weight is not a 4-d conv weight")
+        level_channels = [weight.shape[0] for weight in level_weights]
         bad = [c for c in level_channels if c % ch]
         if bad:
             raise ValueError(f"level channels {bad[0]} are not a multiple of ch = {ch}")
@@ -94,4 +99,5 @@ def read_ddim(path: Path, resolution: int | None) -> ForeignCheckpoint:
     """The weights and inferred config of a ``.ckpt``; diffusion settings are DDPM's defaults."""
     state, ema, description = ddim_weights(torch_load(path), path)
     config = infer_ddim_config(state, resolution, path)
-    return ForeignCheckpoint(state, config, DiffusionConfig(), ema, description, path)
+    weights = StoredWeights({name: tuple(value.shape) for name, value in state.items()}, lambda: state, path)
+    return ForeignCheckpoint(weights, config, DiffusionConfig(), ema, description)

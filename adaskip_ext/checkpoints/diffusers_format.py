@@ -10,14 +10,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .readers import (DEFAULT_RESOLUTION, ForeignCheckpoint, brief, check_resolution,
-                            tensor_dict, torch_load)
+from .readers import (DEFAULT_RESOLUTION, ForeignCheckpoint, Shapes, StoredWeights, brief,
+                      check_resolution, declared_shapes, read_safetensors, safetensors_header,
+                      tensor_dict, torch_load)
 from ..diffusion import DiffusionConfig
 from ..io_utils import UserFacingError, atomic_directory
 from ..model import AdaptiveUNet, UNetConfig
@@ -116,24 +116,28 @@ def to_diffusers_state_dict(model: AdaptiveUNet) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def from_diffusers_state_dict(weights: dict[str, torch.Tensor], config: UNetConfig,
-                              path: Path) -> dict[str, torch.Tensor]:
-    """diffusers-named weights (new or legacy attention names) -> our names and shapes."""
-    weights = {_modern_attention_name(name): value for name, value in weights.items()}
-    with torch.device("meta"):
-        names = list(AdaptiveUNet(config).state_dict())
-    state = {}
-    for name in names:
+def diffusers_sources(stored: Collection[str], config: UNetConfig, path: Path) -> dict[str, str]:
+    """Our parameter name -> the stored diffusers name (new or legacy attention names) it is read
+    from, for the model ``config``; every stored name must be used."""
+    modern = {_modern_attention_name(name): name for name in stored}
+    sources = {}
+    for name in declared_shapes(config, "zero", len(stored), path):
         source = diffusers_name(name, config.num_levels)
-        if source not in weights:
+        if source not in modern:
             raise UserFacingError(f"{path}: weights do not fit the config (missing {source})")
-        value = weights.pop(source)
-        if _ATTENTION_PROJECTION.search(name) and value.dim() == 2:
-            value = value[:, :, None, None]
-        state[name] = value
-    if weights:
-        raise UserFacingError(f"{path}: weights do not fit the config (unexpected {sorted(weights)[:3]})")
-    return state
+        sources[name] = modern[source]
+    unexpected = sorted(set(stored) - set(sources.values()))
+    if unexpected:
+        raise UserFacingError(f"{path}: weights do not fit the config (unexpected {unexpected[:3]})")
+    return sources
+
+
+def _our_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape + (1, 1) if _ATTENTION_PROJECTION.search(name) and len(shape) == 2 else shape
+
+
+def _our_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
+    return value[:, :, None, None] if _ATTENTION_PROJECTION.search(name) and value.dim() == 2 else value
 
 
 def _positive_int(value: Any) -> bool:
@@ -155,6 +159,9 @@ def config_from_diffusers(values: dict[str, Any], path: Path, resolution: int | 
         if value not in accepted:
             raise _unsupported(path, key, value, " or ".join(json.dumps(a) for a in accepted))
     v = {key: values.get(key, default) for key, default in _DIFFUSERS_DEFAULTS.items()}
+    for key in ("down_block_types", "up_block_types", "block_out_channels"):
+        if not isinstance(v[key], (list, tuple)):
+            raise _unsupported(path, key, v[key], "a list")
     down, up, channels = list(v["down_block_types"]), list(v["up_block_types"]), list(v["block_out_channels"])
     if not (len(down) == len(up) == len(channels) >= 1):
         raise _unsupported(path, "block_out_channels", channels,
@@ -301,7 +308,8 @@ def _diffusers_folder(path: Path) -> Path:
                           "UNet2DModel folder)")
 
 def read_diffusers(path: Path, resolution: int | None) -> ForeignCheckpoint:
-    """The weights (in our names), config and scheduler settings of a UNet2DModel folder."""
+    """The weights (in our names, read on demand), config and scheduler settings of a
+    UNet2DModel folder; the stored names are checked against the config's model first."""
     folder = _diffusers_folder(path)
     config = config_from_diffusers(_read_json(folder / DIFFUSERS_CONFIG), folder / DIFFUSERS_CONFIG,
                                    resolution)
@@ -310,20 +318,31 @@ def read_diffusers(path: Path, resolution: int | None) -> ForeignCheckpoint:
         if scheduler.is_file():
             diffusion = diffusion_from_scheduler(_read_json(scheduler), scheduler)
             break
+    weights_file, shapes, read = _stored_weights(folder)
+    sources = diffusers_sources(shapes, config, weights_file)
+
+    def read_ours() -> dict[str, torch.Tensor]:
+        stored = read()
+        return {name: _our_tensor(name, stored[source]) for name, source in sources.items()}
+
+    weights = StoredWeights({name: _our_shape(name, shapes[source]) for name, source in sources.items()},
+                            read_ours, weights_file)
+    return ForeignCheckpoint(weights, config, diffusion, None, "diffusers UNet2DModel")
+
+
+def _stored_weights(folder: Path) -> tuple[Path, Shapes, Callable[[], dict[str, torch.Tensor]]]:
+    """(the weights file, its weights' shapes, a way to read them) in diffusers' names; the
+    shapes of a ``.safetensors`` come from its header, a pickled ``.bin`` is read whole."""
     weights_file = folder / DIFFUSERS_WEIGHTS
     if weights_file.is_file():
-        try:
-            weights = load_file(str(weights_file))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise UserFacingError(f"{weights_file}: not a readable safetensors file ({brief(error)})") from None
-    elif (folder / DIFFUSERS_PICKLED_WEIGHTS).is_file():
-        weights_file = folder / DIFFUSERS_PICKLED_WEIGHTS
-        weights = tensor_dict(torch_load(weights_file), weights_file, "the file")
-    else:
-        raise UserFacingError(f"{folder}: no {DIFFUSERS_WEIGHTS} (or {DIFFUSERS_PICKLED_WEIGHTS}) "
-                              "beside config.json")
-    state = from_diffusers_state_dict(weights, config, weights_file)
-    return ForeignCheckpoint(state, config, diffusion, None, "diffusers UNet2DModel", weights_file)
+        _, shapes = safetensors_header(weights_file)
+        return weights_file, shapes, lambda: read_safetensors(weights_file)
+    weights_file = folder / DIFFUSERS_PICKLED_WEIGHTS
+    if weights_file.is_file():
+        tensors = tensor_dict(torch_load(weights_file), weights_file, "the file")
+        return weights_file, {name: tuple(value.shape) for name, value in tensors.items()}, lambda: tensors
+    raise UserFacingError(f"{folder}: no {DIFFUSERS_WEIGHTS} (or {DIFFUSERS_PICKLED_WEIGHTS}) "
+                          "beside config.json")
 
 
 def save_diffusers(model: AdaptiveUNet, path: str | os.PathLike[str]) -> None:

@@ -1,150 +1,93 @@
-"""Checkpoints in our own ``.safetensors`` format, and ``load_model`` for every format we read.
+"""``load_model`` for every format we read: our ``.safetensors`` (``adaskip_format``), diffusers
+``UNet2DModel`` folders (``diffusers_format``) and DDIM ``.ckpt`` files (``ddim_format``).
 
-One ``.safetensors`` file whose metadata key ``adaskip`` holds JSON with a format version, the
-model config, skip type, diffusion config, the skip schedule (c and the normalisation of t), the
-training scheme and whether the weights are EMA. diffusers folders (``diffusers_format``) and DDIM
-``.ckpt`` files (``ddim_format``) are read there and turned into models here. Every problem with
-an input file is a one-line ``UserFacingError`` naming it.
+A file is described first (its metadata and its weights' names and shapes, from the header
+where the format has one) and compared with the model it declares on the meta device; only
+then are the weights read and the model built, so memory stays proportional to the file
+whatever it declares. Every problem with an input file is a one-line ``UserFacingError`` naming it.
 """
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 
-from .readers import brief, check_resolution
+from .adaskip_format import converted_metadata, read_adaskip
 from .ddim_format import read_ddim
 from .diffusers_format import (DIFFUSERS_CONFIG, DIFFUSERS_PICKLED_WEIGHTS, DIFFUSERS_WEIGHTS,
                                read_diffusers)
-from ..diffusion import DiffusionConfig
-from ..io_utils import UserFacingError, atomic_path
+from .readers import StoredWeights, brief, check_resolution, declared_shapes
+from ..io_utils import MissingFileError, UserFacingError
 from ..model import SKIP_TYPES, AdaptiveUNet, UNetConfig
 
-FORMAT_VERSION = 1
-METADATA_KEY = "adaskip"
-T_NORMALISATION = "(timestep + 1) / T"
+
+@dataclass
+class Checkpoint:
+    """A checkpoint whose stored weights fit the model it declares; nothing built, and the
+    weights read only where the format has no header to describe them."""
+
+    format: str                  # ``checkpoint_format``'s answer
+    config: UNetConfig
+    metadata: dict[str, Any]     # ours, or made for a converted format; the skip type resolved
+    weights: StoredWeights       # those the model takes: bridges only for ``interpolate``
+
+    @property
+    def skip_type(self) -> str:
+        return self.metadata["skip_type"]
 
 
-def build_metadata(
-    model: AdaptiveUNet,
-    diffusion: DiffusionConfig,
-    c: float,
-    scheme: str,
-    ema: bool | None,
-) -> dict[str, Any]:
-    """The metadata dictionary stored with the weights (``ema`` None: not known)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": model.config.to_dict(),
-        "skip_type": model.skip_type,
-        "diffusion": diffusion.to_dict(),
-        "schedule": {"c": c, "normalisation": T_NORMALISATION},
-        "training_scheme": scheme,
-        "ema": ema,
-    }
+def checked_weights(weights: StoredWeights, config: UNetConfig, skip_type: str,
+                    fresh_bridges: bool) -> StoredWeights:
+    """The stored weights a ``skip_type`` model of ``config`` takes, checked name by name and
+    shape by shape against that model built on the meta device (no memory allocated).
 
-
-def save_model(model: AdaptiveUNet, path: str | os.PathLike[str],
-               metadata: dict[str, Any] | None = None) -> None:
-    """Write weights and metadata (default: ``model.metadata``) atomically to ``path``."""
-    metadata = dict(metadata if metadata is not None else model.metadata)
-    metadata.setdefault("format_version", FORMAT_VERSION)
-    metadata["model"] = model.config.to_dict()
-    metadata["skip_type"] = model.skip_type
-    metadata.setdefault("diffusion", DiffusionConfig().to_dict())
-    metadata.setdefault("schedule", {"c": 0.0, "normalisation": T_NORMALISATION})
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
-
-
-def model_from_state_dict(
-    state: dict[str, torch.Tensor],
-    config: UNetConfig,
-    skip_type: str,
-    fresh_bridges: bool,
-    source: Path,
-) -> AdaptiveUNet:
-    """Build a model (in eval mode) and load ``state`` strictly; bridges may be missing only if
-    ``fresh_bridges``."""
+    Bridges are dropped unless ``skip_type`` is ``interpolate``, which needs them or
+    ``fresh_bridges`` (then the model's zero-initialised ones stay).
+    """
+    source = weights.source
     if skip_type not in SKIP_TYPES:
         raise UserFacingError(f"{source}: skip type must be one of {SKIP_TYPES}, got {skip_type!r}")
-    try:
-        model = AdaptiveUNet(config, skip_type)
-    except (TypeError, ValueError) as error:
-        raise UserFacingError(f"{source}: cannot build the model it describes ({brief(error)})") from None
-    expected = model.state_dict()
-    has_bridges = any(name.startswith("bridges.") for name in state)
+    expected = declared_shapes(config, skip_type, len(weights.shapes), source)
+    shapes = weights.shapes
     if skip_type != "interpolate":
-        state = {name: value for name, value in state.items() if not name.startswith("bridges.")}
-    elif not has_bridges:
+        shapes = {name: shape for name, shape in shapes.items() if not name.startswith("bridges.")}
+    elif not any(name.startswith("bridges.") for name in shapes):
         if not fresh_bridges:
             raise UserFacingError(
                 f"{source}: skip type 'interpolate' needs bridge weights, which this checkpoint "
                 "lacks; ask for fresh zero-initialised bridges (--fresh-bridges) to start from "
                 "the 'zero' behaviour"
             )
-        state = {**state, **{n: v for n, v in expected.items() if n.startswith("bridges.")}}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+        expected = {name: shape for name, shape in expected.items() if not name.startswith("bridges.")}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise UserFacingError(f"{source}: weights do not fit the model ({detail})")
-    for name, value in state.items():
-        if value.shape != expected[name].shape:
+    for name, shape in shapes.items():
+        if shape != expected[name]:
             raise UserFacingError(
-                f"{source}: weight {name} has shape {tuple(value.shape)}, the model needs "
-                f"{tuple(expected[name].shape)}"
+                f"{source}: weight {name} has shape {shape}, the model needs {expected[name]}"
             )
-    model.load_state_dict(state)
+
+    def read() -> dict[str, torch.Tensor]:
+        return {name: value for name, value in weights.read().items() if name in shapes}
+
+    return StoredWeights(shapes, read, source)
+
+
+def model_from_state_dict(state: dict[str, torch.Tensor], config: UNetConfig,
+                          skip_type: str) -> AdaptiveUNet:
+    """Build the model (in eval mode) and load ``state``, weights ``checked_weights`` accepted:
+    all of the model's, or all but the bridges, which keep their fresh initialisation."""
+    model = AdaptiveUNet(config, skip_type)
+    fresh = {name: value for name, value in model.state_dict().items()
+             if name.startswith("bridges.") and name not in state}
+    model.load_state_dict({**state, **fresh})
     return model.eval()
-
-
-def _converted_metadata(model: AdaptiveUNet, diffusion: DiffusionConfig, ema: bool | None,
-                        source_format: str) -> dict[str, Any]:
-    """Metadata for weights trained elsewhere: full network only (c = 0)."""
-    metadata = build_metadata(model, diffusion, 0.0, "full", ema)
-    metadata["converted_from"] = source_format
-    return metadata
-
-
-def _read_own(path: Path, skip_type: str | None, fresh_bridges: bool,
-              resolution: int | None) -> AdaptiveUNet:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UserFacingError(f"{path}: not a readable safetensors file ({brief(error)})") from None
-    if METADATA_KEY not in header:
-        raise UserFacingError(
-            f"{path}: safetensors file without adaskip metadata (unknown format; a diffusers "
-            f"model is read from its folder, with {DIFFUSERS_CONFIG})"
-        )
-    try:
-        metadata = json.loads(header[METADATA_KEY])
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise UserFacingError(
-                f"{path}: checkpoint format version {metadata.get('format_version')!r} is not "
-                f"supported (this adaskip reads version {FORMAT_VERSION})"
-            )
-        config = UNetConfig.from_dict(metadata["model"])
-        DiffusionConfig.from_dict(metadata["diffusion"])
-        stored_skip_type = metadata["skip_type"]
-    except UserFacingError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UserFacingError(f"{path}: bad adaskip metadata ({brief(error)})") from None
-    check_resolution(config.resolution, resolution, path)
-    model = model_from_state_dict(state, config, skip_type or stored_skip_type, fresh_bridges, path)
-    metadata["skip_type"] = model.skip_type
-    model.metadata = metadata
-    return model
 
 
 def checkpoint_format(path: str | os.PathLike[str]) -> str:
@@ -154,7 +97,7 @@ def checkpoint_format(path: str | os.PathLike[str]) -> str:
     """
     path = Path(path)
     if not path.exists():
-        raise UserFacingError(f"{path}: no such file or directory")
+        raise MissingFileError(f"{path}: no such file or directory")
     if path.is_dir():
         return "diffusers"
     if (path.name in (DIFFUSERS_WEIGHTS, DIFFUSERS_PICKLED_WEIGHTS)
@@ -169,6 +112,32 @@ def checkpoint_format(path: str | os.PathLike[str]) -> str:
     return "adaskip" if len(head) == 9 and head[8:9] == b"{" else "torch"
 
 
+def inspect_checkpoint(
+    path: str | os.PathLike[str],
+    skip_type: str | None = None,
+    fresh_bridges: bool = False,
+    resolution: int | None = None,
+) -> Checkpoint:
+    """What ``load_model`` would load, checked as it checks it, without building the model;
+    the arguments are ``load_model``'s."""
+    path = Path(path)
+    kind = checkpoint_format(path)
+    if resolution is not None and resolution < 1:
+        raise UserFacingError(f"resolution must be positive, got {resolution}")
+    if kind == "adaskip":
+        metadata, config, weights = read_adaskip(path)
+        check_resolution(config.resolution, resolution, path)
+        metadata["skip_type"] = skip_type or metadata["skip_type"]
+    else:
+        foreign = (read_diffusers(path if path.is_dir() else path.parent, resolution)
+                   if kind == "diffusers" else read_ddim(path, resolution))
+        config, weights = foreign.config, foreign.weights
+        metadata = converted_metadata(config, skip_type or "zero", foreign.diffusion, foreign.ema,
+                                      foreign.description)
+    return Checkpoint(kind, config, metadata,
+                      checked_weights(weights, config, metadata["skip_type"], fresh_bridges))
+
+
 def load_model(
     path: str | os.PathLike[str],
     skip_type: str | None = None,
@@ -180,19 +149,10 @@ def load_model(
     ``skip_type`` overrides the stored one (converted models default to ``zero``);
     ``interpolate`` on weights without bridges needs ``fresh_bridges`` (zero-initialised ones).
     ``resolution`` is for checkpoints that do not record it (DDIM; default 32).
-    The metadata is on ``model.metadata``.
+    The metadata is on ``model.metadata``. A missing ``path`` raises ``MissingFileError``
+    (a ``FileNotFoundError``); every other problem with it a ``UserFacingError``.
     """
-    path = Path(path)
-    kind = checkpoint_format(path)
-    if resolution is not None and resolution < 1:
-        raise UserFacingError(f"resolution must be positive, got {resolution}")
-    if kind == "adaskip":
-        return _read_own(path, skip_type, fresh_bridges, resolution)
-    if kind == "diffusers":
-        foreign = read_diffusers(path if path.is_dir() else path.parent, resolution)
-    else:
-        foreign = read_ddim(path, resolution)
-    model = model_from_state_dict(foreign.state, foreign.config, skip_type or "zero", fresh_bridges,
-                                  foreign.source)
-    model.metadata = _converted_metadata(model, foreign.diffusion, foreign.ema, foreign.description)
+    checkpoint = inspect_checkpoint(path, skip_type, fresh_bridges, resolution)
+    model = model_from_state_dict(checkpoint.weights.read(), checkpoint.config, checkpoint.skip_type)
+    model.metadata = checkpoint.metadata
     return model
